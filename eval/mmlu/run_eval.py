@@ -1,0 +1,229 @@
+"""MMLU evaluation, as in open-instruct (and so as in the MoS paper), on a model with an optional adapter.
+
+    python -m eval.mmlu.run_eval --ntrain 0 --data_dir data/eval/mmlu --save_dir output/run/mmlu_results \\
+        --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
+        --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
+
+Prompt (per test row): "The following are multiple choice questions (with answers) about {subject}.\\n\\n",
+then k dev examples "{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {X}\\n\\n", then the question without
+its answer, ending in "\\nAnswer:". The subject is written as in the original: each "_"-separated word
+preceded by a space, so there are two spaces after "about". With ``--use_chat_format`` the text is the
+user turn of the chat format and "The answer is:" follows the assistant header. k starts at ``--ntrain``
+and is reduced while the prompt is longer than 2048 tokens.
+
+Scoring: the softmax of the next-token logits at the last position, restricted to the ids of " A" .. " D"
+(the last sub-token of each), argmax. Batches are left padded and tokenized with the tokenizer's special
+tokens (BOS for Llama).
+
+Outputs in ``--save_dir``: ``metrics.json`` with ``average_acc`` (mean over all questions), ``subcat_acc``
+and ``cat_acc`` (questions pooled through the maps in ``eval/mmlu/categories.py``; subjects outside the
+maps count only in ``average_acc``), and ``{subject}.csv``: the test rows plus ``correct`` and
+``choiceA_probs`` .. ``choiceD_probs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from eval.mmlu.categories import categories, subcategories
+from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.utils import DATA_HINT, get_next_word_predictions, load_hf_lm_and_tokenizer, require_file
+
+CHOICES = ["A", "B", "C", "D"]
+MAX_PROMPT_TOKENS = 2048
+
+
+# ----------------------------------------------------------------------------------------------- prompts
+
+def format_subject(subject: str) -> str:
+    """" high school physics" for "high_school_physics" (leading space kept, as in the original)."""
+    return "".join(" " + word for word in subject.split("_"))
+
+
+def format_example(df: pd.DataFrame, idx: int, include_answer: bool = True) -> str:
+    """One question block: question, lettered choices, "Answer:" (and " {answer}\\n\\n" for demos)."""
+    prompt = str(df.iloc[idx, 0])
+    n_choices = df.shape[1] - 2
+    for j in range(n_choices):
+        prompt += f"\n{CHOICES[j]}. {df.iloc[idx, j + 1]}"
+    prompt += "\nAnswer:"
+    if include_answer:
+        prompt += f" {df.iloc[idx, n_choices + 1]}\n\n"
+    return prompt
+
+
+def gen_prompt(dev_df: pd.DataFrame, subject: str, k: int = -1) -> str:
+    """The subject header followed by the first k dev examples (all of them for k = -1)."""
+    prompt = f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
+    k = dev_df.shape[0] if k == -1 else min(k, dev_df.shape[0])
+    for i in range(k):
+        prompt += format_example(dev_df, i)
+    return prompt
+
+
+def build_prompt(dev_df, test_df, idx: int, subject: str, ntrain: int, tokenizer, chat_fn=None,
+                 max_prompt_tokens: int = MAX_PROMPT_TOKENS) -> str:
+    """The full prompt for test row ``idx``, dropping dev shots while it exceeds ``max_prompt_tokens``."""
+    prompt_end = format_example(test_df, idx, include_answer=False)
+    k = ntrain
+    while True:
+        prompt = gen_prompt(dev_df, subject, k) + prompt_end
+        if chat_fn is not None:
+            prompt = format_chat_prompt(chat_fn, [{"role": "user", "content": prompt}], tokenizer)
+            prompt += "The answer is:" if prompt[-1] in ("\n", " ") else " The answer is:"
+        n_tokens = len(tokenizer(prompt, truncation=False, add_special_tokens=False).input_ids)
+        if n_tokens <= max_prompt_tokens:
+            return prompt
+        if k <= 0:
+            warnings.warn(f"{subject} row {idx}: the prompt has {n_tokens} tokens (> {max_prompt_tokens}) even "
+                          "without dev examples; evaluating it as is.", stacklevel=2)
+            return prompt
+        k -= 1
+
+
+def answer_choice_ids(tokenizer) -> list[int]:
+    """Token ids of " A" .. " D": the last sub-token of each (the prompt ends in "Answer:")."""
+    return [tokenizer.encode(" " + choice, add_special_tokens=False)[-1] for choice in CHOICES]
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+
+def eval_subject(model, tokenizer, subject: str, dev_df, test_df, ntrain: int, chat_fn=None, batch_size: int = 1,
+                 max_prompt_tokens: int = MAX_PROMPT_TOKENS):
+    """Score one subject. Returns ``(correct: bool array, probs: (n, 4) array)``."""
+    prompts = [build_prompt(dev_df, test_df, i, subject, ntrain, tokenizer, chat_fn, max_prompt_tokens)
+               for i in range(test_df.shape[0])]
+    pred_indices, probs = get_next_word_predictions(model, tokenizer, prompts, answer_choice_ids(tokenizer),
+                                                    batch_size=batch_size, desc=subject)
+    answers = test_df.iloc[:, -1].astype(str).str.strip().to_numpy()
+    correct = np.array([CHOICES[p] == a for p, a in zip(pred_indices, answers)], dtype=bool)
+    return correct, np.array(probs, dtype=np.float64).reshape(len(prompts), len(CHOICES))
+
+
+def aggregate(correct_by_subject: dict[str, np.ndarray]) -> dict:
+    """``average_acc`` over all questions; ``subcat_acc``/``cat_acc`` pooling questions through the maps.
+
+    Subcategories and categories with no evaluated question are left out; subjects outside the maps count
+    only in ``average_acc``.
+    """
+    subcat_cors: dict[str, list] = {sub: [] for subs in subcategories.values() for sub in subs}
+    cat_cors: dict[str, list] = {cat: [] for cat in categories}
+    for subject, cors in correct_by_subject.items():
+        for sub in subcategories.get(subject, []):
+            subcat_cors[sub].append(cors)
+            for cat, cat_subs in categories.items():
+                if sub in cat_subs:
+                    cat_cors[cat].append(cors)
+
+    def mean(arrays):
+        return float(np.mean(np.concatenate(arrays)))
+
+    return {
+        "average_acc": mean(list(correct_by_subject.values())),
+        "subcat_acc": {sub: mean(c) for sub, c in subcat_cors.items() if c},
+        "cat_acc": {cat: mean(c) for cat, c in cat_cors.items() if c},
+    }
+
+
+def list_subjects(data_dir: Path) -> list[str]:
+    test_dir = data_dir / "test"
+    if not test_dir.is_dir():
+        raise FileNotFoundError(f"--data_dir {data_dir}: expected a folder {test_dir} holding <subject>_test.csv "
+                                f"files (and dev/<subject>_dev.csv). {DATA_HINT}")
+    subjects = sorted(p.name[: -len("_test.csv")] for p in test_dir.glob("*_test.csv"))
+    if not subjects:
+        raise FileNotFoundError(f"No <subject>_test.csv files in {test_dir}. {DATA_HINT}")
+    return subjects
+
+
+def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
+    """A headerless ``question,A,B,C,D,answer`` CSV, parsed with pandas defaults like the original."""
+    return pd.read_csv(require_file(data_dir / split / f"{subject}_{split}.csv", f"the MMLU {split} file"),
+                       header=None)
+
+
+def run(args) -> dict:
+    """Evaluate the requested subjects, write the per-subject CSVs and metrics.json, return the metrics."""
+    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    subjects = list_subjects(data_dir)
+    if args.subjects:
+        unknown = [s for s in args.subjects if s not in subjects]
+        if unknown:
+            raise ValueError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: {subjects}")
+        subjects = list(args.subjects)
+    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+
+    print(f"Loading {args.model_name_or_path}" + (f" with adapter {args.adapter_path}" if args.adapter_path else ""))
+    model, tokenizer = load_hf_lm_and_tokenizer(
+        args.model_name_or_path, args.tokenizer_name_or_path, adapter_path=args.adapter_path,
+        load_in_8bit=args.load_in_8bit, use_fast_tokenizer=not args.use_slow_tokenizer)
+    save_dir.mkdir(parents=True, exist_ok=True)
+
+    correct_by_subject = {}
+    for subject in tqdm(subjects, desc="MMLU subjects"):
+        dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
+        test_df = read_split(data_dir, "test", subject)
+        if args.n_instances and args.n_instances < test_df.shape[0]:
+            test_df = test_df.sample(args.n_instances, random_state=42)
+        correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
+                                      args.eval_batch_size, args.max_prompt_tokens)
+        correct_by_subject[subject] = correct
+        tqdm.write(f"Average accuracy {correct.mean():.3f} - {subject}")
+        test_df = test_df.copy()
+        test_df["correct"] = correct
+        for j, choice in enumerate(CHOICES):
+            test_df[f"choice{choice}_probs"] = probs[:, j]
+        test_df.to_csv(save_dir / f"{subject}.csv", index=False)
+
+    metrics = aggregate(correct_by_subject)
+    for name, acc in {**metrics["subcat_acc"], **metrics["cat_acc"]}.items():
+        print(f"Average accuracy {acc:.3f} - {name}")
+    print(f"Average accuracy: {metrics['average_acc']:.3f}")
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"Wrote {save_dir / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ntrain", type=int, default=5, help="dev examples (shots) per prompt (default 5; launcher: 0)")
+    ap.add_argument("--data_dir", default="data/eval/mmlu", help="folder with dev/ and test/ CSVs")
+    ap.add_argument("--save_dir", default="results/mmlu", help="where metrics.json and <subject>.csv go")
+    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
+                    "when --adapter_path is given)")
+    ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
+    ap.add_argument("--adapter_path", default=None, help="a MoS or LoRA adapter directory (adapter_config.json), "
+                    "loaded on the base model with PEFT, without merging")
+    ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
+                    "is used, with a notice, when there is no slow version)")
+    ap.add_argument("--subjects", nargs="*", help="subjects to evaluate (default: every <subject>_test.csv)")
+    ap.add_argument("--n_instances", type=int, default=None, help="at most this many test rows per subject "
+                    "(sampled with random_state=42)")
+    ap.add_argument("--eval_batch_size", type=int, default=1, help="prompts per forward pass")
+    ap.add_argument("--max_prompt_tokens", type=int, default=MAX_PROMPT_TOKENS,
+                    help="dev shots are dropped while a prompt is longer than this (default 2048, the original)")
+    ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
+                    "machine without a GPU a warning is printed and the model is loaded unquantized)")
+    ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
+    ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
+                    help="dotted path of the formatting function, or a short name: tulu, tokenizer "
+                    "(the tokenizer's own chat template)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.eval_batch_size < 1:
+        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""TyDiQA GoldP evaluation, as in open-instruct (and so as in the MoS paper), with an optional adapter.
+
+    python -m eval.tydiqa.run_eval --data_dir data/eval/tydiqa --save_dir output/run/tydiqa_results \\
+        --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
+        --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
+
+Data: ``tydiqa-goldp-v1.1-dev.json`` (and ``-train.json`` for the demos) in ``--data_dir``, SQuAD-style; the
+language is the prefix of each question id ("english-..."). With ``random.seed(42)`` semantics, first up to
+``--max_num_examples_per_lang`` questions are sampled per language, then ``--n_shot`` demos per language
+from the train file. Passages are cut to ``--max_context_length`` tokens.
+
+Prompt: "{instruction}\\n\\n" + demos ("Passage: ..\\nQuestion: ..\\nAnswer: ..", joined by "\\n\\n") + "\\n\\n"
++ "Passage: {context}\\nQuestion: {question}\\n", with the labels of the question's language; then the
+chat wrapper (``--use_chat_format``) and the answer label. Greedy generation of at most 50 tokens (without
+chat format it stops at a newline); outputs are stripped.
+
+Outputs in ``--save_dir``: ``tydiaqa_predictions.jsonl`` (the original's spelling) and ``metrics.json`` =
+``{lang: {"exact_match", "f1"}, ..., "average": {"f1", "exact_match"}}`` (SQuAD metric, 0-100; the average
+is the unweighted mean over languages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+
+from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.tydiqa.squad_metric import squad_scores
+from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
+from eval.utils import (
+    generate_completions,
+    generate_with_vllm,
+    load_hf_lm,
+    load_tokenizer,
+    load_vllm_model,
+    require_file,
+)
+
+DEV_FILE = "tydiqa-goldp-v1.1-dev.json"
+TRAIN_FILE = "tydiqa-goldp-v1.1-train.json"
+MAX_NEW_TOKENS = 50
+
+
+def load_goldp(path: Path, languages=None) -> list[dict]:
+    """Flatten a SQuAD-style file into ``{"id", "lang", "context", "question", "answers"}`` examples."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    examples = []
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                lang = qa["id"].split("-")[0]
+                if languages is None or lang in languages:
+                    examples.append({"id": qa["id"], "lang": lang, "context": paragraph["context"],
+                                     "question": qa["question"], "answers": qa["answers"]})
+    return examples
+
+
+def sample_data(dev: list[dict], train: list[dict] | None, n_shot: int, max_per_lang: int | None, seed: int = 42):
+    """Sample test questions per language, then ``n_shot`` demos per language, with one seeded generator.
+
+    The order of the draws is the original's, so the same seed picks the same questions and demos.
+    Returns ``(test_examples, languages, demos_by_lang)``.
+    """
+    rng = random.Random(seed)
+    languages = sorted({ex["lang"] for ex in dev})
+    unknown = [lang for lang in languages if lang not in WITH_CONTEXT]
+    if unknown:
+        raise ValueError(f"No prompt template for language(s) {unknown} (from the question id prefix); "
+                         f"known languages: {sorted(WITH_CONTEXT)}.")
+    if max_per_lang:
+        sampled = []
+        for lang in languages:
+            of_lang = [ex for ex in dev if ex["lang"] == lang]
+            sampled += rng.sample(of_lang, max_per_lang) if len(of_lang) > max_per_lang else of_lang
+        dev = sampled
+    demos = {lang: [] for lang in languages}
+    if n_shot > 0:
+        by_lang = {lang: [ex for ex in train if ex["lang"] == lang] for lang in languages}
+        for lang in languages:
+            if len(by_lang[lang]) < n_shot:
+                raise ValueError(f"--n_shot {n_shot}: the train file has only {len(by_lang[lang])} {lang} "
+                                 "examples; lower --n_shot or use the full train file.")
+            demos[lang] = [dict(ex) for ex in rng.sample(by_lang[lang], n_shot)]
+    return dev, languages, demos
+
+
+def truncate_context(text: str, tokenizer, max_tokens: int | None) -> str:
+    """Cut a passage to its first ``max_tokens`` tokens (encode without special tokens, decode)."""
+    if not max_tokens:
+        return text
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.decode(ids[:max_tokens]) if len(ids) > max_tokens else text
+
+
+def build_prompt(example: dict, demos: list[dict], no_context: bool = False, chat_fn=None, tokenizer=None) -> str:
+    """The prompt for one question, in its language, ending with the answer label."""
+    lang = example["lang"]
+    if no_context:
+        instruction, q_label, a_label = WITHOUT_CONTEXT[lang]
+    else:
+        instruction, p_label, q_label, a_label = WITH_CONTEXT[lang]
+    prompt = instruction + "\n\n"
+    if demos:
+        blocks = []
+        for demo in demos:
+            qa = q_label + " " + demo["question"] + "\n" + a_label + " " + demo["answers"][0]["text"]
+            blocks.append(qa if no_context else p_label + " " + demo["context"] + "\n" + qa)
+        prompt += "\n\n".join(blocks) + "\n\n"
+    if no_context:
+        prompt += q_label + " " + str(example["question"]) + "\n"
+    else:
+        prompt += p_label + " " + str(example["context"]) + "\n" + q_label + " " + str(example["question"]) + "\n"
+    if chat_fn is None:
+        return prompt + a_label
+    prompt = format_chat_prompt(chat_fn, [{"role": "user", "content": prompt}], tokenizer)
+    return prompt + (a_label if prompt[-1] in ("\n", " ") else " " + a_label)
+
+
+def compute_metrics(examples: list[dict], predictions: list[str], languages: list[str]) -> dict:
+    """Per-language SQuAD EM/F1 and their unweighted mean, in the original's layout."""
+    scores = {}
+    for lang in languages:
+        pairs = [(pred, [a["text"] for a in ex["answers"]]) for ex, pred in zip(examples, predictions)
+                 if ex["lang"] == lang]
+        scores[lang] = squad_scores([p for p, _ in pairs], [g for _, g in pairs])
+    scores["average"] = {m: float(np.mean([scores[lang][m] for lang in languages])) for m in ("f1", "exact_match")}
+    return scores
+
+
+def generate(args, prompts: list[str], tokenizer) -> list[str]:
+    """Greedy outputs from vLLM (``--use_vllm``, when available) or Hugging Face generate."""
+    stop = None if args.use_chat_format else ["\n"]
+    if args.use_vllm:
+        engine = load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path,
+                                 args.use_slow_tokenizer)
+        if engine is not None:
+            llm, lora_request = engine
+            return generate_with_vllm(llm, prompts, MAX_NEW_TOKENS, stop, lora_request)
+    model = load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit)
+    return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
+                                max_new_tokens=MAX_NEW_TOKENS, stop_sequences=stop)
+
+
+def run(args) -> dict:
+    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    dev = load_goldp(require_file(data_dir / DEV_FILE, "the TyDiQA GoldP dev file"))
+    languages = sorted({ex["lang"] for ex in dev})
+    train = load_goldp(require_file(data_dir / TRAIN_FILE, "the TyDiQA GoldP train file (for --n_shot demos)"),
+                       set(languages)) if args.n_shot > 0 else None
+    examples, languages, demos = sample_data(dev, train, args.n_shot, args.max_num_examples_per_lang)
+    print(f"Loaded {len(examples)} examples from {len(languages)} languages: {languages}")
+
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    for ex in examples + [d for lang_demos in demos.values() for d in lang_demos]:
+        ex["context"] = truncate_context(ex["context"], tokenizer, args.max_context_length)
+    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+    prompts = [build_prompt(ex, demos[ex["lang"]], args.no_context, chat_fn, tokenizer) for ex in examples]
+
+    outputs = generate(args, prompts, tokenizer)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    with open(save_dir / "tydiaqa_predictions.jsonl", "w", encoding="utf-8") as fout:
+        for ex, output in zip(examples, outputs):
+            fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
+
+    metrics = compute_metrics(examples, outputs, languages)
+    print(json.dumps(metrics, indent=4))
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
+    print(f"Wrote {save_dir / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_dir", default="data/eval/tydiqa", help=f"folder with {DEV_FILE} and {TRAIN_FILE}")
+    ap.add_argument("--save_dir", default="results/tydiqa", help="where metrics.json and the predictions go")
+    ap.add_argument("--max_num_examples_per_lang", type=int, default=None,
+                    help="at most this many questions per language (sampled with seed 42)")
+    ap.add_argument("--n_shot", type=int, default=1, help="demos per language from the train file (default 1)")
+    ap.add_argument("--no_context", action="store_true", help="closed book: no passage in the prompt")
+    ap.add_argument("--max_context_length", type=int, default=512, help="passages are cut to this many tokens")
+    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
+                    "when --adapter_path is given)")
+    ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
+    ap.add_argument("--adapter_path", default=None, help="a MoS or LoRA adapter directory, loaded on the base "
+                    "model without merging (vLLM: plain LoRA only)")
+    ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
+                    "is used, with a notice, when there is no slow version)")
+    ap.add_argument("--eval_batch_size", type=int, default=1, help="prompts per generate call (HF backend)")
+    ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
+                    "machine without a GPU a warning is printed and the model is loaded unquantized)")
+    ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM; if vLLM is not installed (or the "
+                    "adapter is not plain LoRA) a warning is printed and Hugging Face generation is used")
+    ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
+    ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
+                    help="dotted path of the formatting function, or a short name: tulu, tokenizer "
+                    "(the tokenizer's own chat template)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.eval_batch_size < 1:
+        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()

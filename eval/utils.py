@@ -1,0 +1,269 @@
+"""Shared evaluation helpers: load a model (plus an optional adapter), score next tokens, generate text.
+
+Two backends:
+
+* Hugging Face (default, CPU or GPU): ``load_hf_lm_and_tokenizer`` loads the base model, then an adapter
+  directory with ``peft.PeftModel.from_pretrained`` -- MoS or plain LoRA, no merge step -- and puts it in
+  eval mode. ``get_next_word_predictions`` and ``generate_completions`` run batched, left padded, under
+  ``torch.inference_mode`` with a progress bar.
+* vLLM (``--use_vllm``, optional and imported lazily): ``load_vllm_model`` serves the base model with the
+  adapter as a ``LoRARequest`` (vLLM only knows plain LoRA, so a MoS adapter must first be exported to a
+  dense LoRA adapter). When vLLM is not installed, or the adapter is not plain LoRA, it returns ``None``
+  after a warning and the callers fall back to the Hugging Face backend, which gives the same greedy
+  outputs, only slower.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+DATA_HINT = "Download the evaluation data with `bash scripts/prepare_eval_data.sh` (or point --data_dir at it)."
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    """Return ``path`` if it is a file, else raise FileNotFoundError naming the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Expected {what} at {path}, but there is no such file. {DATA_HINT}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def load_tokenizer(name_or_path: str, use_fast: bool = True, padding_side: str = "left"):
+    """Load a tokenizer for batched evaluation: left padding, and a pad token (eos, else unk) if it has none.
+
+    ``use_fast=False`` (``--use_slow_tokenizer``) asks for the slow tokenizer; when the checkpoint has no slow
+    version the fast one is used and a notice is printed.
+    """
+    from transformers import AutoTokenizer
+
+    if use_fast:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=False)
+        except (ValueError, OSError, ImportError, TypeError) as err:
+            print(f"[notice] no slow tokenizer for {name_or_path} ({err}); using the fast tokenizer instead.")
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        else:
+            if getattr(tokenizer, "is_fast", False):
+                print(f"[notice] --use_slow_tokenizer: {name_or_path} has no slow tokenizer; "
+                      "using the fast tokenizer instead.")
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if fallback is None:
+            raise ValueError(f"The tokenizer at {name_or_path} has no pad, eos or unk token to pad batches with.")
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def _quantization_kwargs(load_in_8bit: bool) -> dict:
+    """8-bit loading needs bitsandbytes and a CUDA GPU. On CPU: warn and load in full precision."""
+    if not load_in_8bit:
+        return {}
+    if not torch.cuda.is_available():
+        warnings.warn("--load_in_8bit needs a CUDA GPU (bitsandbytes); no GPU here, so the model is loaded "
+                      "without quantization.", stacklevel=3)
+        return {}
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ImportError("--load_in_8bit needs the bitsandbytes package: `pip install bitsandbytes`, or drop "
+                          "--load_in_8bit.") from err
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+
+
+def load_hf_lm(model_name_or_path: str, adapter_path: str | None = None, load_in_8bit: bool = False,
+               dtype="auto", device_map: str | None = "auto"):
+    """Load a causal LM for evaluation, with an optional PEFT adapter (MoS or LoRA), in eval mode.
+
+    ``device_map="auto"`` spreads the model over the visible GPUs and means plain CPU when there is none;
+    ``"cpu"`` forces the CPU. The adapter is attached with ``PeftModel.from_pretrained`` and not merged.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, **_quantization_kwargs(load_in_8bit)}
+    if device_map == "auto" and not torch.cuda.is_available():
+        device_map = None
+    if device_map is not None and device_map != "cpu":
+        kwargs["device_map"] = device_map
+    elif "quantization_config" in kwargs:
+        kwargs["device_map"] = "auto"
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    if adapter_path:
+        model = attach_adapter(model, adapter_path)
+    model.eval()
+    return model
+
+
+def load_hf_lm_and_tokenizer(model_name_or_path: str, tokenizer_name_or_path: str | None = None,
+                             adapter_path: str | None = None, load_in_8bit: bool = False, dtype="auto",
+                             device_map: str | None = "auto", use_fast_tokenizer: bool = True,
+                             padding_side: str = "left"):
+    """``(load_hf_lm(...), load_tokenizer(...))``; the tokenizer defaults to the model's."""
+    model = load_hf_lm(model_name_or_path, adapter_path, load_in_8bit, dtype, device_map)
+    tokenizer = load_tokenizer(tokenizer_name_or_path or model_name_or_path, use_fast=use_fast_tokenizer,
+                               padding_side=padding_side)
+    return model, tokenizer
+
+
+def read_adapter_config(adapter_path: str | Path) -> dict:
+    """The adapter's ``adapter_config.json``, with a clear error when the directory is not an adapter."""
+    config = Path(adapter_path) / "adapter_config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"--adapter_path {adapter_path}: expected an adapter directory containing "
+                                f"adapter_config.json (a MoS or LoRA adapter saved by PEFT), found no {config}.")
+    return json.loads(config.read_text())
+
+
+def attach_adapter(model, adapter_path: str | Path):
+    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge). MoS registers itself on import."""
+    from peft import PeftModel
+
+    read_adapter_config(adapter_path)
+    try:
+        import open_instruct.mos  # noqa: F401 (registers the MoS PEFT type)
+    except ImportError:
+        pass
+    return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+def input_device(model) -> torch.device:
+    """The device the inputs go to: that of the input embeddings (the first shard under a device map)."""
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model.parameters()).device
+
+
+def _accepts_position_ids(model) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "position_ids" in inspect.signature(base.forward).parameters
+
+
+@torch.inference_mode()
+def get_next_word_predictions(model, tokenizer, prompts: list[str], candidate_token_ids: list[int] | None = None,
+                              batch_size: int = 1, add_special_tokens: bool = True, disable_tqdm: bool = False,
+                              desc: str = "Scoring"):
+    """Next-token probabilities at the last position of each prompt, batched with left padding.
+
+    The softmax is over the whole vocabulary; with ``candidate_token_ids`` the returned probabilities are
+    those columns (not renormalised) and the prediction is the argmax among them, as in open-instruct.
+    Returns ``(prediction_indices, probabilities)`` as Python lists.
+    """
+    if tokenizer.padding_side != "left":
+        raise ValueError("get_next_word_predictions needs tokenizer.padding_side == 'left' (see load_tokenizer).")
+    device = input_device(model)
+    pass_positions = _accepts_position_ids(model)
+    predictions, probs = [], []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=disable_tqdm, leave=False):
+        batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt",
+                          add_special_tokens=add_special_tokens).to(device)
+        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if pass_positions:
+            kwargs["position_ids"] = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits = model(**kwargs).logits[:, -1, :].float()
+        batch_probs = torch.softmax(logits, dim=-1)
+        if candidate_token_ids is not None:
+            batch_probs = batch_probs[:, candidate_token_ids]
+        predictions += batch_probs.argmax(dim=-1).tolist()
+        probs += batch_probs.tolist()
+    return predictions, probs
+
+
+def _cut_at_stop(text: str, stop_sequences) -> str:
+    for stop in stop_sequences or ():
+        index = text.find(stop)
+        if index >= 0:
+            text = text[:index]
+    return text
+
+
+@torch.inference_mode()
+def generate_completions(model, tokenizer, prompts: list[str], batch_size: int = 1, max_new_tokens: int = 50,
+                         stop_sequences: list[str] | None = None, add_special_tokens: bool = True,
+                         disable_tqdm: bool = False, desc: str = "Generating") -> list[str]:
+    """Greedy generation, batched with left padding; returns only the new text of each prompt, stripped.
+
+    Generation of a sequence stops at eos or at any of ``stop_sequences``, and the text is cut before the
+    first stop sequence (like vLLM's ``stop``).
+    """
+    if tokenizer.padding_side != "left":
+        raise ValueError("generate_completions needs tokenizer.padding_side == 'left' (see load_tokenizer).")
+    device = input_device(model)
+    outputs = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=disable_tqdm, leave=False):
+        batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt",
+                          add_special_tokens=add_special_tokens).to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        if stop_sequences:
+            kwargs.update(stop_strings=list(stop_sequences), tokenizer=tokenizer)
+        generated = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        new_tokens = generated[:, batch.input_ids.shape[1]:]
+        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        outputs += [_cut_at_stop(text, stop_sequences).strip() for text in texts]
+    return outputs
+
+
+# ----------------------------------------------------------------------------------------------- vLLM
+
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def load_vllm_model(model_name_or_path: str, tokenizer_name_or_path: str | None = None,
+                    adapter_path: str | None = None, use_slow_tokenizer: bool = False):
+    """Start a vLLM engine, or return ``None`` (after a warning) so that the caller falls back to HF.
+
+    Returns ``(llm, lora_request)``; ``lora_request`` is ``None`` without an adapter. The adapter must be a
+    plain LoRA adapter (``peft_type`` LORA); a MoS adapter must be exported to one first.
+    """
+    try:
+        import vllm
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        warnings.warn("--use_vllm: vLLM is not installed (`pip install vllm`); falling back to Hugging Face "
+                      "generation, which gives the same greedy outputs, only slower.", stacklevel=2)
+        return None
+    lora_rank = None
+    if adapter_path:
+        config = read_adapter_config(adapter_path)
+        if str(config.get("peft_type", "")).upper() != "LORA":
+            warnings.warn(f"--use_vllm: the adapter in {adapter_path} has peft_type {config.get('peft_type')!r}; "
+                          "vLLM serves only plain LoRA adapters. Export the MoS adapter to a dense LoRA adapter "
+                          "(open_instruct.mos export) to use vLLM; falling back to Hugging Face generation.",
+                          stacklevel=2)
+            return None
+        rank = int(config.get("r", 8))
+        lora_rank = next((size for size in VLLM_LORA_RANKS if size >= rank), rank)
+    engine_kwargs = dict(model=model_name_or_path, tokenizer=tokenizer_name_or_path or model_name_or_path,
+                         tokenizer_mode="slow" if use_slow_tokenizer else "auto",
+                         tensor_parallel_size=max(torch.cuda.device_count(), 1), gpu_memory_utilization=0.8)
+    if lora_rank is not None:
+        engine_kwargs.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=1)
+    llm = vllm.LLM(**engine_kwargs)
+    lora_request = LoRARequest("adapter", 1, str(Path(adapter_path).resolve())) if adapter_path else None
+    return llm, lora_request
+
+
+def generate_with_vllm(llm, prompts: list[str], max_tokens: int = 50, stop_sequences: list[str] | None = None,
+                       lora_request=None) -> list[str]:
+    """Greedy vLLM generation; outputs are mapped back to their prompts and stripped ("" if one is missing)."""
+    import vllm
+
+    params = vllm.SamplingParams(temperature=0, max_tokens=max_tokens, stop=stop_sequences or None)
+    results = llm.generate(prompts, params, lora_request=lora_request)
+    by_prompt = {result.prompt: result.outputs[0].text for result in results}
+    return [by_prompt.get(prompt, "").strip() for prompt in prompts]

@@ -1,0 +1,398 @@
+"""Finetune a causal LM with MoS (or plain LoRA as the baseline) on an instruction JSONL file.
+
+The original's training entry point, same argument names and defaults, on any Hugging Face causal LM:
+
+    python open_instruct/finetune_trainer.py --model_name_or_path PATH --train_file data.jsonl \\
+        --output_dir output/run --ft_mode mos --lora_r 8 --valid_param_lora_r 2 --valid_param_private_r 1 \\
+        --num_chunk_per_vec 4 --max_steps 1000
+    python open_instruct/finetune_trainer.py config.yaml        # or config.json: the same fields
+
+Outputs in ``output_dir``: the plain LoRA adapter exported from MoS (``adapter_config.json`` +
+``adapter_model.safetensors``, loadable by stock PEFT), the compact MoS checkpoint in ``mos_adapter/``, the
+tokenizer, ``train_results.json``, ``eval_results.json``, ``all_results.json``, ``metrics.json``,
+``trainer_state.json``, ``run.log``, and ``completed``, written last. ``--resume_from_checkpoint auto``
+continues from the newest ``checkpoint-*`` with the same index lists, optimizer state and data order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):  # run as a script: python open_instruct/finetune_trainer.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+import transformers
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+logger = logging.getLogger("finetune_trainer")
+
+FT_MODES = ("mos", "lora")
+COMPLETED = "completed"
+MOS_SUBDIR = "mos_adapter"
+
+
+class UsageError(ValueError):
+    """A bad argument or input: reported as one clear line, without a traceback."""
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "Base model: a local checkpoint directory or a hub id."})
+    tokenizer_name: Optional[str] = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    token: Optional[str] = field(default=None, metadata={"help": "Hub token for gated models (LLaMA)."})
+    use_fast_tokenizer: bool = field(
+        default=True, metadata={"help": "Use the fast tokenizer (falls back to fast when no slow one exists)."})
+    torch_dtype: str = field(
+        default="bfloat16", metadata={"help": "dtype of the base weights.", "choices": ["auto", "bfloat16",
+                                                                                      "float16", "float32"]})
+    use_flash_attn: bool = field(default=False, metadata={"help": "Use flash_attention_2 (needs flash-attn)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub."})
+
+
+@dataclass
+class DataTrainingArguments:
+    train_file: Optional[str] = field(default=None, metadata={"help": "Training data, .json or .jsonl "
+                                      "(messages or prompt/completion format)."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate training data (debug)."})
+    max_eval_samples: Optional[int] = field(
+        default=1024, metadata={"help": "Held-out examples for evaluation (removed from training)."})
+    max_seq_length: int = field(default=512, metadata={"help": "Truncate examples to this many tokens."})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Tokenization processes."})
+    chat_format: str = field(default="tulu", metadata={
+        "help": "How messages become text: 'tulu' (the original's <|user|>/<|assistant|>) or 'tokenizer' "
+                "(the tokenizer's own chat template).", "choices": ["tulu", "tokenizer"]})
+    streaming: bool = field(default=False, metadata={"help": "Not supported (kept for compatibility)."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Kept for compatibility; unused."})
+
+
+@dataclass
+class MoSArguments:
+    """The original's ``SelfDefinedArguments``: adapter type and MoS hyperparameters."""
+
+    ft_mode: str = field(default="mos", metadata={"help": "Adapter: 'mos' or 'lora' (plain LoRA baseline)."})
+    use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
+    use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
+    lora_r: int = field(default=64, metadata={"help": "Rank r of the materialised adapter."})
+    lora_alpha: float = field(default=16, metadata={"help": "Scaling: ΔW = (lora_alpha / lora_r)·B·A."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapter input."})
+    lora_modules: str = field(default="all", metadata={
+        "help": "'all' (every linear layer but the head: q,k,v,o,gate,up,down on LLaMA) or a comma list."})
+    valid_param_lora_r: int = field(default=1, metadata={"help": "MoS parameter-equivalent rank e."})
+    valid_param_private_r: int = field(default=1, metadata={"help": "MoS private ranks per layer p."})
+    num_chunk_per_vec: Optional[int] = field(default=1, metadata={"help": "MoS shards per rank vector c."})
+    init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
+    init_lora_A_vec_std: Optional[float] = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
+    enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
+    enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
+    enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
+    init2zero_via_vec: bool = field(default=False, metadata={"help": "Must be False (unused by MoS)."})
+
+
+@dataclass
+class TrainingArguments(Seq2SeqTrainingArguments):
+    """HF training arguments with the original launcher's defaults, plus its older flag names."""
+
+    output_dir: str = field(default="output/run", metadata={"help": "Where outputs and checkpoints go."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    optim: str = field(default="paged_adamw_32bit", metadata={
+        "help": "Optimizer; paged_* needs bitsandbytes on a GPU, else adamw_torch is used with a warning."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size per device."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Eval batch size per device."})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "Gradient clipping."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "LR schedule."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Warmup fraction of the steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=1000, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: Optional[int] = field(default=1, metadata={"help": "Checkpoints kept."})
+    report_to: Optional[str] = field(default="none", metadata={"help": "tensorboard, wandb, none, ..."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow training into an output_dir that already holds a completed run (its results are replaced)."})
+    group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length."})
+    evaluation_strategy: Optional[str] = field(default=None, metadata={"help": "Old name of eval_strategy."})
+
+    def __post_init__(self):
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
+        if self.group_by_length:
+            self.train_sampling_strategy = "group_by_length"
+        if self.report_to not in (None, "none", "all") and "tensorboard" in str(self.report_to):
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                logger.warning("report_to=tensorboard but tensorboard is not installed; not reporting.")
+                self.report_to = "none"
+        if self.optim.startswith("paged_") or "8bit" in self.optim:
+            if not (torch.cuda.is_available() and _has_module("bitsandbytes")):
+                logger.warning("optim=%s needs bitsandbytes on a GPU; using adamw_torch.", self.optim)
+                self.optim = "adamw_torch"
+        super().__post_init__()
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+def parse_args(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MoSArguments, TrainingArguments),
+                              description=__doc__)
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        path = Path(argv[0])
+        if not path.is_file():
+            raise UsageError(f"config file {path} does not exist")
+        try:
+            if path.suffix == ".json":
+                return parser.parse_json_file(str(path.resolve()), allow_extra_keys=False)
+            return parser.parse_yaml_file(str(path.resolve()), allow_extra_keys=False)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"config file {path}: {err}") from err
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def validate_args(model_args, data_args, mos_args, training_args) -> None:
+    if mos_args.ft_mode not in FT_MODES:
+        raise UsageError(f"--ft_mode {mos_args.ft_mode!r} is not supported; choose one of {', '.join(FT_MODES)}.")
+    if not mos_args.use_lora:
+        raise UsageError("--use_lora False (full finetuning) is not supported; this trainer trains adapters.")
+    if mos_args.enable_lora_bias or mos_args.init2zero_via_vec:
+        raise UsageError("--enable_lora_bias and --init2zero_via_vec must be False for MoS (as in the original).")
+    if not mos_args.enable_lora_vec:
+        raise UsageError("--enable_lora_vec must be True (MoS keeps the frozen per-rank vector).")
+    if data_args.streaming:
+        raise UsageError("--streaming is not supported; pass a local --train_file.")
+    if not data_args.train_file:
+        raise UsageError("--train_file is required (a .json/.jsonl file in messages or prompt/completion format).")
+    if not Path(data_args.train_file).is_file():
+        raise UsageError(f"--train_file {data_args.train_file} does not exist. For SuperNI run "
+                         "scripts/prepare_train_data.sh, or point TRAIN_FILE at your own JSONL.")
+    if mos_args.use_qlora:
+        if not torch.cuda.is_available():
+            raise UsageError("--use_qlora True needs a CUDA GPU (4-bit bitsandbytes); pass --use_qlora False on CPU.")
+        if not _has_module("bitsandbytes"):
+            raise UsageError("--use_qlora True needs bitsandbytes: pip install -r requirements-gpu.txt")
+
+
+def resolve_resume(training_args) -> Optional[str]:
+    """``auto`` -> newest checkpoint in output_dir (or None); a path must exist."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "False", "false"):
+        return None
+    if value in ("auto", "True", "true"):
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting fresh", training_args.output_dir)
+        return last
+    if not Path(value).is_dir():
+        raise UsageError(f"--resume_from_checkpoint {value} is not a directory; pass a checkpoint-* dir or 'auto'.")
+    return value
+
+
+def check_output_dir(training_args, resume: Optional[str]) -> None:
+    out = Path(training_args.output_dir)
+    if (out / COMPLETED).exists() and not resume and not training_args.overwrite_output_dir:
+        raise UsageError(f"{out} already holds a completed run; choose another --output_dir or pass "
+                         "--overwrite_output_dir True to replace it.")
+    if not resume and out.is_dir() and get_last_checkpoint(str(out)):
+        logger.warning("%s holds checkpoints of an unfinished run; pass --resume_from_checkpoint auto to continue "
+                       "it. Starting fresh.", out)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_tokenizer(model_args):
+    from transformers import AutoTokenizer
+
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    kw = dict(token=model_args.token, trust_remote_code=model_args.trust_remote_code, padding_side="right")
+    try:
+        tok = AutoTokenizer.from_pretrained(name, use_fast=model_args.use_fast_tokenizer, **kw)
+    except (ValueError, OSError, ImportError) as err:
+        if model_args.use_fast_tokenizer:
+            raise
+        logger.warning("no slow tokenizer for %s (%s); using the fast one", name, err)
+        tok = AutoTokenizer.from_pretrained(name, use_fast=True, **kw)
+    if tok.pad_token is None:  # never add tokens: the exported adapter must fit the unchanged base vocabulary
+        tok.pad_token = tok.unk_token or tok.eos_token
+        logger.info("tokenizer has no pad token; padding with %r (labels are masked with -100)", tok.pad_token)
+    return tok
+
+
+def load_model(model_args, mos_args, training_args):
+    from transformers import AutoModelForCausalLM
+
+    dtype = "auto" if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
+    kw = dict(dtype=dtype, token=model_args.token, trust_remote_code=model_args.trust_remote_code)
+    if model_args.use_flash_attn:
+        kw["attn_implementation"] = "flash_attention_2"
+    if mos_args.use_qlora:
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if dtype in ("auto", torch.bfloat16) else dtype)
+        kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kw)
+    model.config.use_cache = False
+    if mos_args.use_qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+    elif training_args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model
+
+
+def lora_target_modules(spec: str):
+    spec = spec.strip()
+    if spec in ("all", "all-linear"):
+        return "all-linear"
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UsageError(f"--lora_modules {spec!r} names no module; use 'all' or e.g. q_proj,v_proj.")
+    return names
+
+
+def add_adapter(model, mos_args, seed: int):
+    """LoRA first, then (ft_mode mos) the paper's one-liner ``share_lora_chunkwisely`` right after it."""
+    import peft
+
+    from open_instruct.mos import MoSConfig, share_lora_chunkwisely
+
+    lora_config = peft.LoraConfig(task_type="CAUSAL_LM", r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
+                                  lora_dropout=mos_args.lora_dropout, bias="none",
+                                  target_modules=lora_target_modules(mos_args.lora_modules))
+    model = peft.get_peft_model(model, lora_config)
+    if mos_args.ft_mode == "mos":
+        try:
+            chunk_config = MoSConfig(
+                r=mos_args.lora_r, valid_param_lora_r=mos_args.valid_param_lora_r,
+                valid_param_private_r=mos_args.valid_param_private_r,
+                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, lora_alpha=mos_args.lora_alpha,
+                lora_dropout=mos_args.lora_dropout, init_lora_A_vec_value=mos_args.init_lora_A_vec_value,
+                init_lora_A_vec_std=mos_args.init_lora_A_vec_std or 0.0, seed=seed,
+                target_modules=lora_config.target_modules, task_type="CAUSAL_LM",
+                base_model_name_or_path=lora_config.base_model_name_or_path)
+            model = share_lora_chunkwisely(model, chunk_config)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
+    return model
+
+
+def trainable_parameters(model) -> int:
+    return model.get_nb_trainable_parameters()[0]
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) -> None:
+    """Plain LoRA adapter at the top (as the original leaves it), compact MoS checkpoint in mos_adapter/."""
+    if not trainer.is_world_process_zero():
+        return
+    if mos_args.ft_mode == "mos":
+        from open_instruct.mos import export_lora
+
+        model.save_pretrained(output_dir / MOS_SUBDIR)
+        export_lora(model, output_dir)
+    else:
+        model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+
+def setup_logging(training_args) -> None:
+    out = Path(training_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if training_args.process_index == 0:
+        handlers.append(logging.FileHandler(out / "run.log"))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=handlers, force=True)
+    transformers.utils.logging.set_verbosity_warning()
+
+
+def main(argv: list[str] | None = None, callbacks=None) -> int:
+    try:
+        model_args, data_args, mos_args, training_args = parse_args(argv)
+        validate_args(model_args, data_args, mos_args, training_args)
+        resume = resolve_resume(training_args)
+        check_output_dir(training_args, resume)
+    except UsageError as err:
+        print(f"finetune_trainer: error: {err}", file=sys.stderr)
+        return 2
+    return train(model_args, data_args, mos_args, training_args, resume, callbacks)
+
+
+def train(model_args, data_args, mos_args, training_args, resume, callbacks=None) -> int:
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    from open_instruct.data import prepare_datasets
+
+    setup_logging(training_args)
+    output_dir = Path(training_args.output_dir)
+    (output_dir / COMPLETED).unlink(missing_ok=True)  # a run in progress is never marked complete
+    set_seed(training_args.seed)
+    logger.info("ft_mode=%s r=%d e=%d p=%d c=%s seed=%d", mos_args.ft_mode, mos_args.lora_r,
+                mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
+                training_args.seed)
+
+    tokenizer = load_tokenizer(model_args)
+    with training_args.main_process_first(desc="tokenizing"):
+        train_ds, eval_ds, stats = prepare_datasets(
+            data_args.train_file, tokenizer, data_args.max_seq_length,
+            max_eval_samples=data_args.max_eval_samples, seed=42,
+            do_eval=bool(training_args.do_eval and data_args.max_eval_samples),
+            num_proc=data_args.preprocessing_num_workers or 1, max_train_samples=data_args.max_train_samples,
+            chat_format=data_args.chat_format, add_length_column=training_args.group_by_length)
+    logger.info("data: %s", json.dumps(stats))
+
+    model = load_model(model_args, mos_args, training_args)
+    try:
+        model = add_adapter(model, mos_args, training_args.seed)
+    except UsageError as err:
+        print(f"finetune_trainer: error: {err}", file=sys.stderr)
+        return 2
+    n_trainable = trainable_parameters(model)
+    logger.info("trainable parameters: %s", f"{n_trainable:,}")
+    if mos_args.ft_mode == "mos":
+        from open_instruct.mos import mos_report
+
+        logger.info("MoS: %s", mos_report(model))
+
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, padding="longest", label_pad_token_id=-100),
+        callbacks=callbacks,
+    )
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(result.metrics)
+    metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
+                   dropped_examples=stats["num_dropped_no_trainable_tokens"])
+    save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    all_metrics = {"run_name": training_args.run_name or output_dir.name, **metrics}
+    if eval_ds is not None:
+        eval_metrics = trainer.evaluate()
+        eval_metrics["eval_samples"] = len(eval_ds)
+        if "eval_loss" in eval_metrics:
+            eval_metrics["perplexity"] = math.exp(min(eval_metrics["eval_loss"], 50))
+        trainer.save_metrics("eval", eval_metrics)
+        all_metrics.update(eval_metrics)
+    if trainer.is_world_process_zero():
+        (output_dir / "metrics.json").write_text(json.dumps(all_metrics, indent=2))
+        (output_dir / COMPLETED).touch()  # last: its presence means every output above exists
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,3 +73,24 @@ def test_loaded_adapter_is_not_merged(tiny_checkpoint, lora_dirs):
 def test_adapter_path_without_adapter_config_is_explained(tmp_path, tiny_checkpoint):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_hf_lm_and_tokenizer(str(tiny_checkpoint), adapter_path=str(tmp_path))
+
+
+def test_mos_adapter_equals_its_exported_lora_adapter(tmp_path, tiny_checkpoint):
+    """A MoS adapter directory evaluates like the plain LoRA adapter exported from it (and unlike the base)."""
+    mos = pytest.importorskip("open_instruct.mos")
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint)
+    model = get_peft_model(base, mos.MoSConfig(
+        r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2, lora_alpha=16, seed=0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    model.save_pretrained(tmp_path / "mos_adapter")
+    mos.export_lora(model, tmp_path / "lora_export")
+    with_mos = run_mmlu(tmp_path, "mos", tiny_checkpoint, tmp_path / "mos_adapter")
+    with_lora = run_mmlu(tmp_path, "lora", tiny_checkpoint, tmp_path / "lora_export")
+    base_probs = run_mmlu(tmp_path, "base", tiny_checkpoint)
+    np.testing.assert_allclose(with_mos, with_lora, atol=1e-5, rtol=0)
+    assert np.abs(with_mos - base_probs).max() > 1e-4

@@ -110,9 +110,10 @@ def test_end_to_end_on_tiny_model(tmp_path, tiny_checkpoint):
     (data / "tydiqa-goldp-v1.1-dev.json").write_text(json.dumps(dev, ensure_ascii=False))
 
     save = tmp_path / "out"
-    metrics = tydiqa.main(["--data_dir", str(data), "--save_dir", str(save), "--model_name_or_path",
-                           str(tiny_checkpoint), "--eval_batch_size", "2", "--use_chat_format", "--use_vllm",
-                           "--chat_formatting_function", "eval.templates.create_prompt_with_tulu_chat_format"])
+    with pytest.warns(UserWarning, match="vLLM is not installed"):  # --use_vllm falls back to HF generation
+        metrics = tydiqa.main(["--data_dir", str(data), "--save_dir", str(save), "--model_name_or_path",
+                               str(tiny_checkpoint), "--eval_batch_size", "2", "--use_chat_format", "--use_vllm",
+                               "--chat_formatting_function", "eval.templates.create_prompt_with_tulu_chat_format"])
     on_disk = json.loads((save / "metrics.json").read_text())
     assert on_disk == metrics
     assert list(on_disk) == ["english", "finnish", "average"]

@@ -23,7 +23,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 if __package__ in (None, ""):  # run as a script: python open_instruct/finetune_trainer.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -47,8 +46,8 @@ class UsageError(ValueError):
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(metadata={"help": "Base model: a local checkpoint directory or a hub id."})
-    tokenizer_name: Optional[str] = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
-    token: Optional[str] = field(default=None, metadata={"help": "Hub token for gated models (LLaMA)."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    token: str | None = field(default=None, metadata={"help": "Hub token for gated models (LLaMA)."})
     use_fast_tokenizer: bool = field(
         default=True, metadata={"help": "Use the fast tokenizer (falls back to fast when no slow one exists)."})
     torch_dtype: str = field(
@@ -60,13 +59,13 @@ class ModelArguments:
 
 @dataclass
 class DataTrainingArguments:
-    train_file: Optional[str] = field(default=None, metadata={"help": "Training data, .json or .jsonl "
+    train_file: str | None = field(default=None, metadata={"help": "Training data, .json or .jsonl "
                                       "(messages or prompt/completion format)."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate training data (debug)."})
-    max_eval_samples: Optional[int] = field(
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate training data (debug)."})
+    max_eval_samples: int | None = field(
         default=1024, metadata={"help": "Held-out examples for evaluation (removed from training)."})
     max_seq_length: int = field(default=512, metadata={"help": "Truncate examples to this many tokens."})
-    preprocessing_num_workers: Optional[int] = field(default=None, metadata={"help": "Tokenization processes."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Tokenization processes."})
     chat_format: str = field(default="tulu", metadata={
         "help": "How messages become text: 'tulu' (the original's <|user|>/<|assistant|>) or 'tokenizer' "
                 "(the tokenizer's own chat template).", "choices": ["tulu", "tokenizer"]})
@@ -88,9 +87,9 @@ class MoSArguments:
         "help": "'all' (every linear layer but the head: q,k,v,o,gate,up,down on LLaMA) or a comma list."})
     valid_param_lora_r: int = field(default=1, metadata={"help": "MoS parameter-equivalent rank e."})
     valid_param_private_r: int = field(default=1, metadata={"help": "MoS private ranks per layer p."})
-    num_chunk_per_vec: Optional[int] = field(default=1, metadata={"help": "MoS shards per rank vector c."})
+    num_chunk_per_vec: int | None = field(default=1, metadata={"help": "MoS shards per rank vector c."})
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
-    init_lora_A_vec_std: Optional[float] = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
+    init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
     enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
@@ -113,12 +112,12 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=1000, metadata={"help": "Checkpoint every N steps."})
-    save_total_limit: Optional[int] = field(default=1, metadata={"help": "Checkpoints kept."})
-    report_to: Optional[str] = field(default="none", metadata={"help": "tensorboard, wandb, none, ..."})
+    save_total_limit: int | None = field(default=1, metadata={"help": "Checkpoints kept."})
+    report_to: str | None = field(default="none", metadata={"help": "tensorboard, wandb, none, ..."})
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Allow training into an output_dir that already holds a completed run (its results are replaced)."})
     group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length."})
-    evaluation_strategy: Optional[str] = field(default=None, metadata={"help": "Old name of eval_strategy."})
+    evaluation_strategy: str | None = field(default=None, metadata={"help": "Old name of eval_strategy."})
 
     def __post_init__(self):
         if self.evaluation_strategy is not None:
@@ -185,7 +184,7 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
             raise UsageError("--use_qlora True needs bitsandbytes: pip install -r requirements-gpu.txt")
 
 
-def resolve_resume(training_args) -> Optional[str]:
+def resolve_resume(training_args) -> str | None:
     """``auto`` -> newest checkpoint in output_dir (or None); a path must exist."""
     value = training_args.resume_from_checkpoint
     if value in (None, "", "False", "false"):
@@ -200,7 +199,7 @@ def resolve_resume(training_args) -> Optional[str]:
     return value
 
 
-def check_output_dir(training_args, resume: Optional[str]) -> None:
+def check_output_dir(training_args, resume: str | None) -> None:
     out = Path(training_args.output_dir)
     if (out / COMPLETED).exists() and not resume and not training_args.overwrite_output_dir:
         raise UsageError(f"{out} already holds a completed run; choose another --output_dir or pass "

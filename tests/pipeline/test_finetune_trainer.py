@@ -1,0 +1,155 @@
+"""finetune_trainer.py: outputs, argument errors, resume, 2-process DDP (gloo) and DeepSpeed ZeRO-2 on the CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from open_instruct import finetune_trainer
+from open_instruct.reformat_datasets import convert_super_ni_data
+from open_instruct.tiny import save_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def superni_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("processed")
+    convert_super_ni_data(REPO / "data/samples/natural-instructions", out, seed=42)
+    return next(out.rglob("super_ni_data.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), "llama")
+
+
+def _args(model, train_file, out, *extra):
+    return ["--model_name_or_path", str(model), "--train_file", str(train_file), "--output_dir", str(out),
+            "--ft_mode", "mos", "--lora_r", "3", "--valid_param_lora_r", "2", "--valid_param_private_r", "1",
+            "--num_chunk_per_vec", "2", "--lora_dropout", "0.1", "--torch_dtype", "float32", "--use_cpu", "True",
+            "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--logging_steps", "1",
+            "--max_seq_length", "128", "--report_to", "none", "--save_total_limit", "3", "--do_eval", "False",
+            "--seed", "3", *extra]
+
+
+def _pools(run_dir):
+    state = load_file(Path(run_dir) / "mos_adapter" / "adapter_model.safetensors")
+    return {k: v for k, v in state.items() if ".mos_pools." in k}
+
+
+class StopAt(TrainerCallback):
+    """Simulates an interruption (e.g. a preempted job) right after checkpoint ``step`` is written."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_resume_reaches_same_pools_as_uninterrupted(tiny_ckpt, superni_file, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert finetune_trainer.main(_args(tiny_ckpt, superni_file, full, "--max_steps", "8", "--save_steps", "4")) == 0
+    with pytest.raises(KeyboardInterrupt):
+        finetune_trainer.main(_args(tiny_ckpt, superni_file, cut, "--max_steps", "8", "--save_steps", "4"),
+                              callbacks=[StopAt(4)])
+    assert (cut / "checkpoint-4").is_dir() and not (cut / "completed").exists()
+    assert finetune_trainer.main(_args(tiny_ckpt, superni_file, cut, "--max_steps", "8", "--save_steps", "4",
+                                       "--resume_from_checkpoint", "auto")) == 0
+    assert (cut / "completed").exists()
+    a, b = _pools(full), _pools(cut)
+    assert a.keys() == b.keys() and len(a) == 14
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-5)
+        assert torch.count_nonzero(a[k]) > 0
+    idx_full = {k: v for k, v in load_file(full / "mos_adapter/adapter_model.safetensors").items() if "index" in k}
+    idx_cut = {k: v for k, v in load_file(cut / "mos_adapter/adapter_model.safetensors").items() if "index" in k}
+    assert all(torch.equal(idx_full[k], idx_cut[k]) for k in idx_full)
+
+
+def test_outputs_and_refusal_to_clobber(tiny_ckpt, superni_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _args(tiny_ckpt, superni_file, out, "--max_steps", "3", "--save_steps", "100", "--do_eval", "True",
+                 "--max_eval_samples", "8")
+    assert finetune_trainer.main(args) == 0
+    for name in ["adapter_config.json", "adapter_model.safetensors", "mos_adapter/adapter_config.json",
+                 "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "completed",
+                 "run.log", "tokenizer_config.json"]:
+        assert (out / name).exists(), name
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"train_loss", "eval_loss", "train_runtime", "trainable_params"} <= results.keys()
+    assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert json.loads((out / "mos_adapter/adapter_config.json").read_text())["peft_type"] == "MOS"
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert finetune_trainer.main(args) == 2  # a completed run is not overwritten without --overwrite_output_dir
+    assert "already holds a completed run" in capsys.readouterr().err
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp and (out / "completed").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--ft_mode", "vera"], "--ft_mode 'vera' is not supported"),
+        (["--use_qlora", "True"], "--use_qlora True needs a CUDA GPU"),
+        (["--num_chunk_per_vec", "5"], "num_chunk_per_vec (c=5) must divide"),
+        (["--valid_param_private_r", "3"], "must be <= valid_param_lora_r"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(tiny_ckpt, superni_file, tmp_path, capsys, extra, needle):
+    if "--use_qlora" in extra and torch.cuda.is_available():
+        pytest.skip("the CPU-only error is what is tested here")
+    assert finetune_trainer.main(_args(tiny_ckpt, superni_file, tmp_path / "x", "--max_steps", "1", *extra)) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_missing_train_file_and_config_file(tiny_ckpt, tmp_path, capsys):
+    assert finetune_trainer.main(_args(tiny_ckpt, tmp_path / "nope.jsonl", tmp_path / "o")) == 2
+    assert "nope.jsonl does not exist" in capsys.readouterr().err
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model_name_or_path": str(tiny_ckpt), "train_file": "x.jsonl", "bogus_key": 1}))
+    assert finetune_trainer.main([str(cfg)]) == 2
+    assert "bogus_key" in capsys.readouterr().err
+
+
+def _torchrun(nproc, args, env_extra=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+           str(29500 + os.getpid() % 1000), str(REPO / "tests/pipeline/ddp_worker.py"), *args]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gloo_identical_pools(tiny_ckpt, superni_file, tmp_path):
+    out = tmp_path / "ddp"
+    proc = _torchrun(2, _args(tiny_ckpt, superni_file, out, "--max_steps", "3", "--save_steps", "100"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    p0, p1 = torch.load(out / "pools_rank0.pt"), torch.load(out / "pools_rank1.pt")
+    assert p0.keys() == p1.keys() and p0
+    for k in p0:
+        assert torch.equal(p0[k], p1[k]), k
+    assert any(torch.count_nonzero(v) for k, v in p0.items() if k.endswith(".B.default"))
+    assert (out / "completed").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu(tiny_ckpt, superni_file, tmp_path):
+    pytest.importorskip("deepspeed", reason="deepspeed not installed (DS_BUILD_OPS=0 pip install deepspeed==0.19.8)")
+    ds_config = REPO / "configs/ds_configs/stage2.json"
+    if not ds_config.is_file():
+        pytest.fail(f"{ds_config} is missing")
+    out = tmp_path / "ds"
+    proc = _torchrun(2, _args(tiny_ckpt, superni_file, out, "--max_steps", "2", "--save_steps", "100",
+                              "--deepspeed", str(ds_config), "--optim", "adamw_torch"),
+                     env_extra={"DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "completed").exists() and (out / "adapter_model.safetensors").exists()
+    p0, p1 = torch.load(out / "pools_rank0.pt"), torch.load(out / "pools_rank1.pt")
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)

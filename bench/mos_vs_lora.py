@@ -273,34 +273,50 @@ def cpu_step_transient(trainer: Trainer) -> int | None:
 
 # ---------------------------------------------------------------------------------------------------- profile
 def profile_variants(trainers: dict[str, Trainer], steps: int, device: str, top: int = 18) -> dict:
-    """Profile ``steps`` steps of each variant; print the top ops and the per-op MoS − LoRA differences."""
+    """Profile ``steps`` steps of each variant (ABBA-interleaved, one profiler session per step, so drift and
+    other load hit both alike); print each variant's top ops and the per-op MoS − LoRA differences.
+
+    On CUDA the per-op numbers are self *device* (kernel) time, with the host-side (dispatch) totals beside
+    them; a step is bound by whichever is larger.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    per_variant = {}
-    for name, tr in trainers.items():
-        with profile(activities=activities) as prof:
-            for _ in range(steps):
-                tr.step()
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    what = "device" if device == "cuda" else "CPU"
+    acc: dict[str, dict[str, list[float]]] = {n: {} for n in VARIANTS}  # op -> [self ms, calls, host self ms]
+    for i in range(steps):
+        for name in abba_order(i):
+            tr = trainers[name]
             tr.sync()
-        ka = prof.key_averages()
-        attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-        per_variant[name] = {e.key: (getattr(e, attr, 0.0) / steps / 1e3, e.count // steps) for e in ka}
-        sort_by = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
-        print(f"\n--- torch.profiler, {name}: top ops by self {'device' if device == 'cuda' else 'CPU'} time "
-              f"({steps} steps) ---")
-        print(ka.table(sort_by=sort_by, row_limit=top, max_name_column_width=46))
+            with profile(activities=activities) as prof:
+                tr.step()
+                tr.sync()
+            for e in prof.key_averages():
+                row = acc[name].setdefault(e.key, [0.0, 0, 0.0])
+                row[0] += getattr(e, attr, 0.0) / 1e3
+                row[1] += e.count
+                row[2] += e.self_cpu_time_total / 1e3
+    per_variant = {n: {k: (v[0] / steps, v[1] // steps) for k, v in d.items()} for n, d in acc.items()}
+    host_total = {n: sum(v[2] for v in d.values()) / steps for n, d in acc.items()}
+    total = {n: sum(v[0] for v in d.values()) for n, d in per_variant.items()}
+    for name in VARIANTS:
+        rows = sorted(per_variant[name].items(), key=lambda kv: -kv[1][0])[:top]
+        print(f"\n--- torch.profiler, {name}: top ops by self {what} time, ms/step ({steps} steps; "
+              f"total {total[name]:.1f}) ---")
+        for key, (ms, n) in rows:
+            print(f"{key[:56]:<58}{ms:>10.2f}{n:>8}")
     mos, lora = per_variant["MoS"], per_variant["LoRA"]
     diff = sorted(((mos.get(k, (0, 0))[0] - lora.get(k, (0, 0))[0], k) for k in set(mos) | set(lora)), reverse=True)
-    total = {n: sum(v[0] for v in d.values()) for n, d in per_variant.items()}
-    print(f"\n--- self time per step, MoS − LoRA, by op (ms/step; totals MoS {total['MoS']:.1f}, "
-          f"LoRA {total['LoRA']:.1f}) ---")
+    host = "" if device != "cuda" else f"; host-side self CPU totals MoS {host_total['MoS']:.1f}, LoRA {host_total['LoRA']:.1f}"
+    print(f"\n--- self {what} time per step, MoS − LoRA, by op (ms/step; totals MoS {total['MoS']:.1f}, "
+          f"LoRA {total['LoRA']:.1f}{host}) ---")
     print(f"{'op':<48}{'MoS ms':>9}{'LoRA ms':>9}{'diff':>9}{'MoS n':>7}{'LoRA n':>7}")
-    shown = [d for d in diff if abs(d[0]) >= 0.01]
+    shown = [d for d in diff if abs(d[0]) >= 0.005]
     for delta, key in shown[:top] + [d for d in shown[top:] if d[0] < 0][-8:]:
         m, lo = mos.get(key, (0.0, 0)), lora.get(key, (0.0, 0))
         print(f"{key[:47]:<48}{m[0]:>9.2f}{lo[0]:>9.2f}{delta:>+9.2f}{m[1]:>7}{lo[1]:>7}")
-    return {"ms_per_step_by_op": per_variant, "total_ms": total}
+    return {"ms_per_step_by_op": per_variant, "total_ms": total, "host_total_ms": host_total}
 
 
 # ---------------------------------------------------------------------------------------------------- main

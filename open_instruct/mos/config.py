@@ -18,23 +18,33 @@ from peft.utils import PeftType
 MOS_PEFT_TYPE_NAME = "MOS"
 
 
-def ensure_mos_peft_type() -> PeftType:
-    """Add ``MOS`` to PEFT's ``PeftType`` enum (PEFT only registers methods whose name is already a member).
+def ensure_peft_type(name: str) -> PeftType:
+    """Add ``name`` (upper case, e.g. ``"MOS"``) to PEFT's ``PeftType`` enum and return the member.
+
+    PEFT's ``register_peft_method`` only registers methods whose name is already a member, so a method defined
+    outside PEFT (MoS, and the baselines in ``open_instruct.baselines``) adds its member first. Idempotent.
 
     This leans on ``enum.Enum`` internals (``_member_map_``, ``_value2member_map_``, ``_member_names_``); a test
     guards it, so a PEFT/Python upgrade that breaks it fails loudly.
     """
-    if MOS_PEFT_TYPE_NAME in PeftType.__members__:
-        return PeftType[MOS_PEFT_TYPE_NAME]
-    member = str.__new__(PeftType, MOS_PEFT_TYPE_NAME)
-    member._name_ = MOS_PEFT_TYPE_NAME
-    member._value_ = MOS_PEFT_TYPE_NAME
+    if not name or not name.isupper() or not name.replace("_", "").isalnum():
+        raise ValueError(f"PEFT type names are upper-case identifiers like 'MOS', got {name!r}.")
+    if name in PeftType.__members__:
+        return PeftType[name]
+    member = str.__new__(PeftType, name)
+    member._name_ = name
+    member._value_ = name
     member.__objclass__ = PeftType
-    type.__setattr__(PeftType, MOS_PEFT_TYPE_NAME, member)  # bypasses EnumType's "cannot reassign member"
-    PeftType._member_map_[MOS_PEFT_TYPE_NAME] = member
-    PeftType._value2member_map_[MOS_PEFT_TYPE_NAME] = member
-    PeftType._member_names_.append(MOS_PEFT_TYPE_NAME)
+    type.__setattr__(PeftType, name, member)  # bypasses EnumType's "cannot reassign member"
+    PeftType._member_map_[name] = member
+    PeftType._value2member_map_[name] = member
+    PeftType._member_names_.append(name)
     return member
+
+
+def ensure_mos_peft_type() -> PeftType:
+    """Add ``MOS`` to PEFT's ``PeftType`` enum (see ``ensure_peft_type``)."""
+    return ensure_peft_type(MOS_PEFT_TYPE_NAME)
 
 
 MOS_PEFT_TYPE = ensure_mos_peft_type()

@@ -1,8 +1,17 @@
-"""Export a MoS adapter to a plain PEFT LoRA adapter (exact), or merge it into the base model.
+"""Export an adapter of any of the paper's methods to a plain PEFT LoRA adapter (exact), or merge it into the base.
 
-A MoS layer *is* a rank-r LoRA layer whose factors are gathered from shared pools, so materialising each layer's
-A (with the frozen vec folded in) and B gives a LoRA adapter with the same r and lora_alpha that stock PEFT,
-vLLM and lm-eval load without this project's code.
+MoS, Tied-LoRA, PRoLoRA and VeRA layers are all rank-r LoRA layers once their factors are materialised
+(ΔW = scaling · B · A), so writing each layer's A (r, in) and B (out, r) gives a LoRA adapter that stock PEFT, vLLM
+and lm-eval load without this project's code:
+
+* layers with a ``lora_factors(adapter) -> (A, B)`` method and ``r`` / ``scaling`` dicts: MoS (the frozen vec
+  folded into A), Tied-LoRA (A = Λu·A_t, B = Λv·B_t), PRoLoRA (replicated, rolled chunks + unshared ranks);
+* PEFT's VeRA layers: A = Λd·A_frozen, B = Λb·B_frozen, scaling 1 (so lora_alpha = r);
+* PEFT's plain LoRA layers (no DoRA or other variant), unchanged.
+
+``lora_alpha`` is scaling·r when every layer has the same r and scaling (always the case for these methods), so
+the exported factors are the method's own. Otherwise each layer's scaling is folded into its B, lora_alpha = r
+(scaling 1), and layers of another rank go to ``rank_pattern`` / ``alpha_pattern``.
 
     python -m open_instruct.mos.export --base_model PATH --adapter DIR --output_dir DIR [--merge]
 """
@@ -11,61 +20,153 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from .layer import MoSLayer
-
 LORA_WEIGHTS_NAME = "adapter_model.safetensors"
 
 
 def _tuner(model):
-    """The MoSModel behind a PeftModel (or the tuner itself)."""
-    from .model import MoSModel
+    """The PEFT tuner (``BaseTuner``) behind a PeftModel, or the tuner itself."""
+    from peft.tuners.tuners_utils import BaseTuner
 
-    if isinstance(model, MoSModel):
+    if isinstance(model, BaseTuner):
         return model
     base = getattr(model, "base_model", None)
-    if isinstance(base, MoSModel):
+    if isinstance(base, BaseTuner):
         return base
-    raise TypeError(f"Expected a MoS PeftModel (or MoSModel), got {type(model).__name__}.")
+    raise TypeError(f"Expected a PEFT model (PeftModel or tuner) with a MoS/LoRA-family adapter, got "
+                    f"{type(model).__name__}.")
 
 
-def lora_state_dict(model, adapter_name: str = "default", dtype: torch.dtype = torch.float32):
-    """``{'base_model.model.<path>.lora_A.weight': A (r, in), '...lora_B.weight': B (out, r)}`` for every MoS layer."""
-    tuner = _tuner(model)
-    out = {}
-    with torch.no_grad():
-        for path, module in tuner.model.named_modules():
-            if isinstance(module, MoSLayer) and adapter_name in module.mos_index_A:
-                a, b = module.lora_factors(adapter_name)
-                out[f"base_model.model.{path}.lora_A.weight"] = a.detach().to("cpu", dtype).contiguous()
-                out[f"base_model.model.{path}.lora_B.weight"] = b.detach().to("cpu", dtype).contiguous()
+def layer_factors(layer, adapter_name: str):
+    """``(A (r, in), B (out, r), scaling)`` of one adapted layer, or ``None`` if it holds no such adapter."""
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.vera import VeraLayer
+
+    if callable(getattr(layer, "lora_factors", None)) and adapter_name in getattr(layer, "scaling", {}):
+        a, b = layer.lora_factors(adapter_name)
+        return a, b, float(layer.scaling[adapter_name])
+    if isinstance(layer, VeraLayer) and adapter_name in layer.vera_lambda_d:
+        lambda_d, lambda_b = layer.vera_lambda_d[adapter_name], layer.vera_lambda_b[adapter_name]
+        a = layer.vera_A[adapter_name][:, : layer.in_features].to(lambda_d.device, lambda_d.dtype)
+        b = layer.vera_B[adapter_name][: layer.out_features, :].to(lambda_b.device, lambda_b.dtype)
+        return lambda_d[:, None] * a, lambda_b[:, None] * b, 1.0
+    if isinstance(layer, LoraLayer) and adapter_name in layer.lora_A:
+        if getattr(layer, "lora_variant", {}).get(adapter_name) is not None or getattr(layer, "lora_bias", {}).get(adapter_name):
+            raise ValueError(f"LoRA adapter {adapter_name!r} uses a variant (DoRA, ...) or lora_bias; it is already "
+                             "a PEFT adapter, save it with save_pretrained instead of exporting it.")
+        if not isinstance(layer.lora_A[adapter_name], torch.nn.Linear):
+            raise ValueError(f"Only linear LoRA layers can be exported, got {type(layer).__name__}.")
+        return layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight, float(layer.scaling[adapter_name])
+    return None
+
+
+def _adapted_layers(tuner, adapter_name: str) -> list[tuple[str, object]]:
+    """``(path, layer)`` of every tuner layer holding ``adapter_name`` (paths relative to the base model)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    out = []
+    for path, module in tuner.model.named_modules():
+        if isinstance(module, BaseTunerLayer) and _holds(module, adapter_name):
+            out.append((path, module))
     if not out:
-        raise ValueError(f"The model holds no MoS layer for adapter {adapter_name!r}.")
+        raise ValueError(f"The model holds no exportable adapter layer for adapter {adapter_name!r}.")
     return out
 
 
-def lora_config_for(model, adapter_name: str = "default"):
-    """The ``peft.LoraConfig`` that reproduces the MoS adapter's layers, scaling and targets."""
+def _holds(layer, adapter_name: str) -> bool:
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.vera import VeraLayer
+
+    if callable(getattr(layer, "lora_factors", None)):
+        return adapter_name in getattr(layer, "scaling", {})
+    if isinstance(layer, VeraLayer):
+        return adapter_name in layer.vera_lambda_d
+    if isinstance(layer, LoraLayer):
+        return adapter_name in layer.lora_A
+    return False
+
+
+def _clean_alpha(alpha: float):
+    """16.000000000000004 -> 16 (what the config said), anything else unchanged."""
+    nearest = round(alpha)
+    return int(nearest) if abs(alpha - nearest) <= 1e-9 * max(1.0, abs(alpha)) else alpha
+
+
+@dataclass
+class ExportPlan:
+    """How the materialised factors map onto one LoRA config."""
+
+    layers: list[tuple[str, object]]
+    r: int
+    lora_alpha: float
+    fold_scaling: bool
+    rank_pattern: dict = field(default_factory=dict)
+    alpha_pattern: dict = field(default_factory=dict)
+
+
+def export_plan(model, adapter_name: str = "default") -> ExportPlan:
+    """Ranks and scalings of the adapted layers -> one r and lora_alpha (or folded scalings + patterns)."""
+    tuner = _tuner(model)
+    layers = _adapted_layers(tuner, adapter_name)
+    ranks = {path: int(layer.r[adapter_name]) for path, layer in layers}
+    scalings = {path: float(_scaling(layer, adapter_name)) for path, layer in layers}
+    r = Counter(ranks.values()).most_common(1)[0][0]
+    if len(set(ranks.values())) == 1 and len(set(scalings.values())) == 1:
+        return ExportPlan(layers, r, _clean_alpha(next(iter(scalings.values())) * r), fold_scaling=False)
+    # Mixed: fold each layer's scaling into its B; scaling 1 everywhere (lora_alpha = r per layer).
+    odd = {re.escape(path): rank for path, rank in ranks.items() if rank != r}
+    return ExportPlan(layers, r, r, fold_scaling=True, rank_pattern=odd, alpha_pattern=dict(odd))
+
+
+def _scaling(layer, adapter_name: str) -> float:
+    from peft.tuners.vera import VeraLayer
+
+    return 1.0 if isinstance(layer, VeraLayer) else layer.scaling[adapter_name]
+
+
+def lora_state_dict(model, adapter_name: str = "default", dtype: torch.dtype = torch.float32, plan=None):
+    """``{'base_model.model.<path>.lora_A.weight': A (r, in), '...lora_B.weight': B (out, r)}`` for every layer."""
+    plan = plan or export_plan(model, adapter_name)
+    out = {}
+    with torch.no_grad():
+        for path, module in plan.layers:
+            a, b, scaling = layer_factors(module, adapter_name)
+            if plan.fold_scaling:
+                b = b * scaling
+            out[f"base_model.model.{path}.lora_A.weight"] = a.detach().to("cpu", dtype).contiguous()
+            out[f"base_model.model.{path}.lora_B.weight"] = b.detach().to("cpu", dtype).contiguous()
+    return out
+
+
+def lora_config_for(model, adapter_name: str = "default", plan=None):
+    """The ``peft.LoraConfig`` that reproduces the adapter's layers, scaling and targets."""
     from peft import LoraConfig
 
     tuner = _tuner(model)
+    plan = plan or export_plan(model, adapter_name)
     cfg = tuner.peft_config[adapter_name]
-    adapted = [p for p, m in tuner.model.named_modules() if isinstance(m, MoSLayer) and adapter_name in m.mos_index_A]
+    adapted = [p for p, _ in plan.layers]
+    adapted_set = set(adapted)
     leaves = sorted({p.split(".")[-1] for p in adapted})
     # Short leaf names (q_proj, ...) are what vLLM and most tools expect; use them when they select exactly the
     # adapted modules, else list full paths.
     linear_like = [p for p, m in tuner.model.named_modules() if p.split(".")[-1] in leaves
-                   and not isinstance(m, MoSLayer) and hasattr(m, "weight")
+                   and p not in adapted_set and hasattr(m, "weight")
                    and not any(p.startswith(a + ".") for a in adapted)]
     targets = leaves if not linear_like else sorted(adapted)
+    dropout = getattr(cfg, "lora_dropout", getattr(cfg, "vera_dropout", 0.0))
     return LoraConfig(
-        r=cfg.r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets,
-        bias="none", fan_in_fan_out=cfg.fan_in_fan_out, task_type=cfg.task_type,
+        r=plan.r, lora_alpha=plan.lora_alpha, lora_dropout=dropout, target_modules=targets,
+        rank_pattern=plan.rank_pattern, alpha_pattern=plan.alpha_pattern,
+        bias="none", fan_in_fan_out=getattr(cfg, "fan_in_fan_out", False), task_type=cfg.task_type,
         base_model_name_or_path=cfg.base_model_name_or_path, modules_to_save=cfg.modules_to_save,
         init_lora_weights=True,
     )
@@ -75,8 +176,9 @@ def export_lora(model, output_dir: str | Path, adapter_name: str = "default", dt
     """Write a plain PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``) to ``output_dir``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    state = lora_state_dict(model, adapter_name, dtype)
-    config = lora_config_for(model, adapter_name)
+    plan = export_plan(model, adapter_name)
+    state = lora_state_dict(model, adapter_name, dtype, plan=plan)
+    config = lora_config_for(model, adapter_name, plan=plan)
     tmp = out / (LORA_WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / LORA_WEIGHTS_NAME)
@@ -84,17 +186,22 @@ def export_lora(model, output_dir: str | Path, adapter_name: str = "default", dt
     return out
 
 
-def is_mos_adapter(adapter_dir: str | Path) -> bool:
+def adapter_peft_type(adapter_dir: str | Path) -> str | None:
+    """The ``peft_type`` in ``adapter_dir/adapter_config.json`` (``None`` without one)."""
     cfg = Path(adapter_dir) / "adapter_config.json"
-    return cfg.is_file() and json.loads(cfg.read_text()).get("peft_type") == "MOS"
+    return json.loads(cfg.read_text()).get("peft_type") if cfg.is_file() else None
+
+
+def is_mos_adapter(adapter_dir: str | Path) -> bool:
+    return adapter_peft_type(adapter_dir) == "MOS"
 
 
 def load_model_with_adapter(base_model: str, adapter_dir: str, dtype: torch.dtype = torch.float32):
-    """Base model + adapter (MoS or plain LoRA) through ``peft.PeftModel.from_pretrained``."""
+    """Base model + adapter (MoS, Tied-LoRA, PRoLoRA, VeRA or LoRA) through ``peft.PeftModel.from_pretrained``."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    import open_instruct.mos  # noqa: F401  (registers the MoS PEFT type)
+    import open_instruct.baselines  # noqa: F401  (registers the MOS, TIED_LORA and PROLORA PEFT types)
 
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     return PeftModel.from_pretrained(base, adapter_dir)
@@ -102,9 +209,11 @@ def load_model_with_adapter(base_model: str, adapter_dir: str, dtype: torch.dtyp
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
-        description="Export a MoS adapter to a plain PEFT LoRA adapter, or (--merge) merge it into the base model.")
+        description="Export a MoS / Tied-LoRA / PRoLoRA / VeRA adapter to a plain PEFT LoRA adapter, or (--merge) "
+                    "merge it into the base model.")
     ap.add_argument("--base_model", required=True, help="base model path or hub id the adapter was trained on")
-    ap.add_argument("--adapter", required=True, help="MoS adapter directory (a plain LoRA adapter also works)")
+    ap.add_argument("--adapter", required=True,
+                    help="adapter directory (MoS, Tied-LoRA, PRoLoRA, VeRA; a plain LoRA adapter also works)")
     ap.add_argument("--output_dir", required=True, help="where to write the LoRA adapter (or the merged model)")
     ap.add_argument("--merge", action="store_true", help="write a full merged model (+ tokenizer) instead")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
@@ -124,12 +233,12 @@ def main(argv=None) -> int:
         tok_src = args.adapter if (Path(args.adapter) / "tokenizer_config.json").is_file() else args.base_model
         AutoTokenizer.from_pretrained(tok_src).save_pretrained(args.output_dir)
         print(f"merged model written to {args.output_dir}")
-    elif is_mos_adapter(args.adapter):
+    elif adapter_peft_type(args.adapter) != "LORA":
         export_lora(model, args.output_dir, dtype=dtype)
         print(f"plain LoRA adapter written to {args.output_dir}")
     else:
         model.save_pretrained(args.output_dir)
-        print(f"{args.adapter} is not a MoS adapter; re-saved it unchanged to {args.output_dir}")
+        print(f"{args.adapter} is already a LoRA adapter; re-saved it unchanged to {args.output_dir}")
     return 0
 
 

@@ -130,7 +130,7 @@ class MoSModel(BaseTuner):
             pool = self.mos_pools[type_key]
             device = layers[members[0][1]].mos_index_A[adapter_name].device
             pool.add_adapter(adapter_name, num_pool_shards(e, num_layers, c), c, config.init_weights, generator,
-                             device=device if device is not None and device.type != "meta" else None)
+                             device=device)  # a base on the meta device gets meta pools (accounting only)
             routing = build_index_lists(num_layers, r, e, p, c, generator)
             for position, (_, name) in enumerate(members):
                 vec = torch.full((r,), float(config.init_lora_A_vec_value))

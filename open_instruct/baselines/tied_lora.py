@@ -1,0 +1,220 @@
+"""Tied-LoRA (Renduchintala et al. 2023, the "TL-LoRA" variant with trainable u and v) as a PEFT tuner.
+
+Per target module type t (q, k, v, o, gate, up, down, … discovered from the model) one ``A_t`` (r × in) and one
+``B_t`` (out × r) are shared by all L layers; each layer ℓ owns two trainable scaling vectors, u_ℓ ∈ ℝ^r and
+v_ℓ ∈ ℝ^out:
+
+    ΔW_ℓ = (α/r) · Λ(v_ℓ) · B_t · Λ(u_ℓ) · A_t
+
+Initialisation (``zero_init="B"``, the default, as LoRA and the MoS authors' code): A_t ~ U(±1/√in), B_t = 0,
+u = v = 1. ``zero_init="v"`` (VeRA-style): A_t ~ U(±1/√in), B_t ~ U(±1/√r), u = 1, v = 0. Either way ΔW = 0 at
+the start. Trainable parameters per type: r·(in + out) + L·(r + out).
+
+This is MoS's shared-pool tuner with trivial routing: the tied A_t and B_t live in a per-type pool on the tuner
+(``mos_pools``, a ``MoSPool`` whose forward returns the whole pool: every layer uses all r rank vectors, c = 1), so
+they are gathered by ZeRO-3/FSDP when used and saved once by MoSModel's checkpoint code. ``TiedLoRAModel``
+subclasses ``MoSModel`` for exactly that and replaces the layer and the routing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from peft.config import PeftConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from open_instruct.mos.config import ensure_peft_type
+from open_instruct.mos.layer import MoSPool
+from open_instruct.mos.model import MoSModel, group_by_module_type
+
+from .common import FactorLinear, check_common_fields, check_positive_int, layer_kwargs
+
+TIED_LORA_PEFT_TYPE = ensure_peft_type("TIED_LORA")
+ZERO_INIT_CHOICES = ("B", "v")
+
+
+@dataclass
+class TiedLoRAConfig(PeftConfig):
+    """Configuration of a Tied-LoRA adapter: ΔW_ℓ = (α/r)·Λ(v_ℓ)·B_t·Λ(u_ℓ)·A_t, A_t and B_t shared per module type."""
+
+    r: int = field(default=8, metadata={"help": "Rank r of the tied A (r × in) and B (out × r) of each module type."})
+    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW = (lora_alpha / r)·Λv·B·Λu·A."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
+    zero_init: str = field(
+        default="B",
+        metadata={"help": "Which factor starts at zero so that ΔW = 0: 'B' (B = 0, u = v = 1; LoRA-style, default) "
+                          "or 'v' (v = 0, u = 1, B ~ U(±1/√r); VeRA-style)."},
+    )
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names (suffix match), a regex string, or 'all-linear' (the default: every linear "
+                          "layer but the output head)."},
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module names or a regex of modules to leave alone."}
+    )
+    layers_to_transform: list[int] | int | None = field(
+        default=None, metadata={"help": "Only adapt these layer indices (as in LoRA)."}
+    )
+    layers_pattern: list[str] | str | None = field(
+        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
+    )
+    fan_in_fan_out: bool = field(
+        default=False, metadata={"help": "True for layers storing weights as (in, out), e.g. GPT-2's Conv1D."}
+    )
+    bias: str = field(default="none", metadata={"help": "Only 'none' is supported."})
+    init_weights: bool = field(
+        default=True,
+        metadata={"help": "True: ΔW = 0 at start (see zero_init). False: A, B, u and v all random (for tests)."},
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the initial A, B (and u, v when init_weights=False). None: drawn from torch's "
+                          "global RNG (so transformers.set_seed decides it), then recorded and saved."},
+    )
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = TIED_LORA_PEFT_TYPE
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, list):
+            self.exclude_modules = set(self.exclude_modules)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field for any constraint that does not depend on the model."""
+        check_positive_int("TiedLoRAConfig", "r", self.r)
+        if self.zero_init not in ZERO_INIT_CHOICES:
+            raise ValueError(f"TiedLoRAConfig.zero_init must be one of {ZERO_INIT_CHOICES}, got {self.zero_init!r}.")
+        check_common_fields("TiedLoRAConfig", self)
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / self.r
+
+    @staticmethod
+    def trainable_params(r: int, in_features: int, out_features: int, num_layers: int) -> int:
+        """Trainable parameters of one module type: r·(in + out) shared + L·(r + out) per-layer vectors."""
+        return r * (in_features + out_features) + num_layers * (r + out_features)
+
+
+class TiedPool(MoSPool):
+    """The tied ``A`` (r, in) and ``Bᵀ`` (r, out) of one module type; every layer uses the whole pool."""
+
+    def forward(self, adapter_name: str):  # noqa: D102 (same contract as MoSPool.forward, no index lists)
+        return self.A[adapter_name], self.B[adapter_name]
+
+
+class TiedLoRALinear(FactorLinear):
+    """Tied-LoRA around a linear-like base layer: ``y = base(x) + (α/r)·(((dropout(x)·A_tᵀ) ⊙ u)·B_tᵀ) ⊙ v``."""
+
+    adapter_layer_names = ("tied_lora_u", "tied_lora_v")
+    other_param_names = ("r", "scaling", "tied_lora_dropout", "tied_lora_type_key")
+    dropout_attr = "tied_lora_dropout"
+    method_name = "tied_lora"
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: TiedLoRAConfig, pools: nn.ModuleDict,
+                 **kwargs) -> None:
+        super().__init__(base_layer, **kwargs)
+        self.tied_lora_u = nn.ParameterDict({})
+        self.tied_lora_v = nn.ParameterDict({})
+        self.tied_lora_type_key: dict[str, str] = {}
+        object.__setattr__(self, "_tied_pools", pools)  # a reference, deliberately not a registered submodule
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, config, pools)
+
+    def update_layer(self, adapter_name: str, config: TiedLoRAConfig, pools: nn.ModuleDict) -> None:
+        """Register an adapter: u = 1 and v = 1 (v = 0 with zero_init='v'); its pool is assigned by the tuner."""
+        self.r[adapter_name] = config.r
+        self.scaling[adapter_name] = config.scaling
+        self.set_dropout(adapter_name, config.lora_dropout)
+        device = self.base_device()
+        self.tied_lora_u[adapter_name] = nn.Parameter(torch.ones(config.r, device=device))
+        v_init = torch.zeros if config.zero_init == "v" else torch.ones
+        self.tied_lora_v[adapter_name] = nn.Parameter(v_init(self.out_features, device=device))
+        object.__setattr__(self, "_tied_pools", pools)
+        self.set_adapter(self.active_adapters)
+
+    def pool(self, adapter_name: str) -> TiedPool:
+        return self._tied_pools[self.tied_lora_type_key[adapter_name]]
+
+    def lora_factors(self, adapter_name: str):
+        """``A = Λ(u)·A_t`` (r, in) and ``B = Λ(v)·B_t`` (out, r)."""
+        a, b_t = self.pool(adapter_name)(adapter_name)
+        u, v = self.tied_lora_u[adapter_name], self.tied_lora_v[adapter_name]
+        return a * u.to(a.dtype)[:, None], b_t.t() * v.to(a.dtype)[:, None]
+
+    def adapter_output(self, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
+        a, b_t = self.pool(adapter_name)(adapter_name)
+        u, v = self.tied_lora_u[adapter_name], self.tied_lora_v[adapter_name]
+        h = nn.functional.linear(self.dropout(adapter_name)(self._cast_input_dtype(x, a.dtype)), a)
+        h = h * (u.to(h.dtype) * self.scaling[adapter_name])
+        return (h @ b_t) * v.to(h.dtype)
+
+
+class TiedLoRAModel(MoSModel):
+    """Injects Tied-LoRA layers; holds the tied A and B of each module type in ``mos_pools`` (saved once)."""
+
+    prefix: str = "tied_lora_"
+    tuner_layer_cls = TiedLoRALinear
+    uses_shared_state: bool = True
+    target_module_mapping: dict = {}
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
+        if isinstance(target, TiedLoRALinear):
+            target.update_layer(adapter_name, config, self.mos_pools)
+            return
+        new_module = TiedLoRALinear(target, adapter_name, config, self.mos_pools, **layer_kwargs(target, config))
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _build_pools_and_routing(self, adapter_name: str) -> None:
+        """One tied A and B per module type (all its layers must share one shape); every layer uses all of it."""
+        config: TiedLoRAConfig = self.peft_config[adapter_name]
+        layers = {name: m for name, m in self.model.named_modules()
+                  if isinstance(m, TiedLoRALinear) and m.has_adapter(adapter_name)}
+        if not layers:
+            raise ValueError(f"Tied-LoRA adapter {adapter_name!r} matched no module; check target_modules.")
+        if config.seed is None:
+            config.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        generator = torch.Generator().manual_seed(config.seed)
+        for type_key, members in sorted(group_by_module_type(list(layers)).items()):
+            shapes = {(layers[n].in_features, layers[n].out_features) for _, n in members}
+            if len(shapes) != 1:
+                detail = ", ".join(f"{n}: in={layers[n].in_features} out={layers[n].out_features}" for _, n in members)
+                raise ValueError(
+                    f"Tied-LoRA ties one A and B per module type, but the modules of type {type_key!r} differ in "
+                    f"shape ({detail}). Exclude the odd ones (exclude_modules) or target types of one shape."
+                )
+            (in_f, out_f), = shapes
+            if type_key not in self.mos_pools:
+                self.mos_pools[type_key] = TiedPool(in_f, out_f)
+            pool = self.mos_pools[type_key]
+            device = layers[members[0][1]].tied_lora_u[adapter_name].device
+            # MoSPool's init with c = 1 and r shards: A ~ U(±1/√in), B = 0 (or random when init_weights=False).
+            pool.add_adapter(adapter_name, config.r, 1, config.init_weights and config.zero_init == "B", generator,
+                             device=device)
+            if config.zero_init == "v" and device.type != "meta":
+                with torch.no_grad():  # B ~ U(±1/√r): kaiming-uniform with B's own fan-in r
+                    bound = 1.0 / math.sqrt(config.r)
+                    pool.B[adapter_name].copy_(torch.empty(config.r, out_f).uniform_(-bound, bound, generator=generator))
+            for _, name in members:
+                layer = layers[name]
+                layer.tied_lora_type_key[adapter_name] = type_key
+                if not config.init_weights and device.type != "meta":
+                    with torch.no_grad():
+                        for vec in (layer.tied_lora_u[adapter_name], layer.tied_lora_v[adapter_name]):
+                            vec.copy_(torch.empty(vec.shape).uniform_(0.5, 1.5, generator=generator))
+        self._set_pool_requires_grad(inference_mode=config.inference_mode)
+
+    @property
+    def _adapters_disabled(self) -> bool:
+        return any(m.disable_adapters for m in self.model.modules() if isinstance(m, BaseTunerLayer))

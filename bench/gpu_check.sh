@@ -12,6 +12,7 @@
 #
 # Python packages missing on the machine (bitsandbytes, or another peft) can be put as wheels in .whl/ at the
 # repository root; on a CUDA machine they are installed into /tmp/site first. Logs go to $OUT (default /tmp/gpu_check).
+# Each benchmark run is capped at BENCH_TIMEOUT seconds (default 120), the 4-bit check at QLORA_TIMEOUT (120).
 # Without CUDA every GPU part is skipped with a SKIP line; CPU_DRY_RUN=1 runs (a) on the tiny model and (b) on an
 # unquantized CPU base instead, to test this script. Exit status: 0 if every part that ran passed.
 set -uo pipefail
@@ -40,7 +41,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 bench() {  # bench NAME ARGS...: run mos_vs_lora.py, full log to $OUTDIR/NAME.log, table to stdout
     local name=$1; shift
     echo "-- $name: $*"
-    timeout 240 "$PY" bench/mos_vs_lora.py "$@" --json "$OUTDIR/$name.json" >"$OUTDIR/$name.log" 2>&1
+    timeout "${BENCH_TIMEOUT:-120}" "$PY" bench/mos_vs_lora.py "$@" --json "$OUTDIR/$name.json" >"$OUTDIR/$name.log" 2>&1
     local rc=$?
     grep -v -E "USDT|Loading weights|^\[W" "$OUTDIR/$name.log" | sed -n '/^ *MoS  *LoRA/,$p' | grep -v -E "^-{3}|^ *$" \
         | sed -n '1,12p'
@@ -54,7 +55,7 @@ if [ "$has_cuda" = 1 ]; then
     bench bench_1b_b8_s1024_gc "${common[@]}" --batch-size 8 --seq-len 1024 --steps 12 --grad-checkpointing
     bench bench_1b_b1_s256 "${common[@]}" --batch-size 1 --seq-len 256 --steps 30
     echo "-- profile of bench_1b_b8_s1024 (MoS − LoRA by op, ms/step):"
-    sed -n '/^--- self time per step/,$p' "$OUTDIR/bench_1b_b8_s1024.log" | sed -n '1,24p'
+    sed -n '/^--- self .* time per step/,$p' "$OUTDIR/bench_1b_b8_s1024.log" | sed -n '1,24p'
 elif [ "${CPU_DRY_RUN:-0}" = 1 ]; then
     bench bench_tiny_cpu --device cpu --model tiny --batch-size 1 --seq-len 32 --steps 2 --warmup 1
 else
@@ -63,7 +64,7 @@ fi
 
 echo "== (b) MoS on a 4-bit NF4 base (QLoRA)"
 if [ "$has_cuda" = 1 ]; then
-    timeout 150 "$PY" bench/gpu_qlora_check.py 2>&1 | tee "$OUTDIR/qlora.log" | grep -v -E "USDT|Loading weights|Writing model|warnings.warn|FutureWarning|real_accelerator"
+    timeout "${QLORA_TIMEOUT:-120}" "$PY" bench/gpu_qlora_check.py 2>&1 | tee "$OUTDIR/qlora.log" | grep -v -E "USDT|Loading weights|Writing model|warnings.warn|FutureWarning|real_accelerator"
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "FAIL: qlora check"; status=1; }
 elif [ "${CPU_DRY_RUN:-0}" = 1 ]; then
     "$PY" bench/gpu_qlora_check.py --cpu-dry-run --steps 6 --hidden 128 --layers 3 2>&1 \

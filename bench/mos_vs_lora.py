@@ -3,7 +3,7 @@
 A benchmark, not a test: it prints numbers and ratios, it never asserts them.
 
     .venv/bin/python bench/mos_vs_lora.py                                  # SmolLM2-135M if converted, else tiny
-    .venv/bin/python bench/mos_vs_lora.py --batch-size 2 --seq-len 128 --steps 10
+    .venv/bin/python bench/mos_vs_lora.py --batch-size 2 --seq-len 128 --steps 16 --threads 1
     python bench/mos_vs_lora.py --device cuda --dtype bfloat16 --synthetic-llama 1b --batch-size 8 --seq-len 1024
     .venv/bin/python bench/mos_vs_lora.py --profile 3                       # + torch.profiler op tables, MoS vs LoRA
 
@@ -21,6 +21,8 @@ How it measures
   allocation events of ``torch.profiler(profile_memory=True)`` (allocator-level bytes, the CPU analogue of
   max_memory_allocated; not RSS, which glibc's caching makes meaningless per step). Allocator caching,
   fragmentation and the CUDA context are excluded on both.
+* On a CPU shared with other work, pass ``--threads 1``: with more threads than idle cores, OpenMP threads
+  wait on each other and step times scatter over an order of magnitude.
 
 The last line is machine-readable:  ``RATIO mos/lora step_time=1.023 peak_mem=1.001 step_transient=0.998``.
 """

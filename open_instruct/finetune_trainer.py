@@ -1,4 +1,4 @@
-"""Finetune a causal LM with MoS (or plain LoRA as the baseline) on an instruction JSONL file.
+"""Finetune a causal LM with MoS (or one of the paper's baselines: LoRA, VeRA, Tied-LoRA, PRoLoRA) on instruction JSONL.
 
 The original's training entry point, same argument names and defaults, on any Hugging Face causal LM:
 
@@ -7,8 +7,9 @@ The original's training entry point, same argument names and defaults, on any Hu
         --num_chunk_per_vec 4 --max_steps 1000
     python open_instruct/finetune_trainer.py config.yaml        # or config.json: the same fields
 
-Outputs in ``output_dir``: the plain LoRA adapter exported from MoS (``adapter_config.json`` +
-``adapter_model.safetensors``, loadable by stock PEFT), the compact MoS checkpoint in ``mos_adapter/``, the
+Outputs in ``output_dir``: the plain LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``,
+loadable by stock PEFT; exported exactly for every method but lora), the method's own compact checkpoint in
+``<ft_mode>_adapter/`` (``mos_adapter/``, ``vera_adapter/``, ``tied_lora_adapter/``, ``prolora_adapter/``), the
 tokenizer, ``train_results.json``, ``eval_results.json``, ``all_results.json``, ``metrics.json``,
 ``trainer_state.json``, ``run.log``, and ``completed``, written last. ``--resume_from_checkpoint auto``
 continues from the newest ``checkpoint-*`` with the same index lists, optimizer state and data order.
@@ -34,9 +35,14 @@ from transformers.trainer_utils import get_last_checkpoint
 
 logger = logging.getLogger("finetune_trainer")
 
-FT_MODES = ("mos", "lora")
+FT_MODES = ("lora", "vera", "tied_lora", "prolora", "mos")  # open_instruct.baselines.METHODS
 COMPLETED = "completed"
 MOS_SUBDIR = "mos_adapter"
+
+
+def native_adapter_subdir(ft_mode: str) -> str:
+    """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
+    return f"{ft_mode}_adapter"
 
 
 class UsageError(ValueError):
@@ -77,7 +83,12 @@ class DataTrainingArguments:
 class MoSArguments:
     """The original's ``SelfDefinedArguments``: adapter type and MoS hyperparameters."""
 
-    ft_mode: str = field(default="mos", metadata={"help": "Adapter: 'mos' or 'lora' (plain LoRA baseline)."})
+    ft_mode: str = field(default="mos", metadata={
+        "help": "Adapter: mos, or a baseline of the paper: lora, vera, tied_lora, prolora. The other flags map to each "
+                "method as: lora: r = lora_r; vera: r = lora_r (VeRA's rank, e.g. 256; lora_alpha unused, seed = "
+                "projection PRNG key); tied_lora: r = lora_r (rank of the A and B tied across layers); prolora: r = "
+                "lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies); mos: "
+                "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec."})
     use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
     use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
     lora_r: int = field(default=64, metadata={"help": "Rank r of the materialised adapter."})
@@ -264,11 +275,26 @@ def lora_target_modules(spec: str):
 
 
 def add_adapter(model, mos_args, seed: int):
-    """LoRA first, then (ft_mode mos) the paper's one-liner ``share_lora_chunkwisely`` right after it."""
+    """LoRA first, then (ft_mode mos) the paper's one-liner ``share_lora_chunkwisely`` right after it.
+
+    vera, tied_lora and prolora: their PEFT config from the same flags (``open_instruct.baselines.adapter_config``,
+    mapping in the ``--ft_mode`` help).
+    """
     import peft
 
+    from open_instruct.baselines import adapter_config
     from open_instruct.mos import MoSConfig, share_lora_chunkwisely
 
+    if mos_args.ft_mode not in ("lora", "mos"):
+        try:
+            config = adapter_config(
+                mos_args.ft_mode, r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
+                lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
+                valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
+                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed)
+            return peft.get_peft_model(model, config)
+        except ValueError as err:
+            raise UsageError(str(err)) from err
     lora_config = peft.LoraConfig(task_type="CAUSAL_LM", r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
                                   lora_dropout=mos_args.lora_dropout, bias="none",
                                   target_modules=lora_target_modules(mos_args.lora_modules))
@@ -295,16 +321,16 @@ def trainable_parameters(model) -> int:
 
 # ---------------------------------------------------------------------------------------------- outputs
 def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) -> None:
-    """Plain LoRA adapter at the top (as the original leaves it), compact MoS checkpoint in mos_adapter/."""
+    """Plain LoRA adapter at the top (as the original leaves it); the method's own checkpoint in <ft_mode>_adapter/."""
     if not trainer.is_world_process_zero():
         return
-    if mos_args.ft_mode == "mos":
+    if mos_args.ft_mode == "lora":
+        model.save_pretrained(output_dir)
+    else:
         from open_instruct.mos import export_lora
 
-        model.save_pretrained(output_dir / MOS_SUBDIR)
+        model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
         export_lora(model, output_dir)
-    else:
-        model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
 
 

@@ -12,14 +12,25 @@ usage: bash $(basename "$0") lora_r seed GPU_ID learning_rate finetune_mode init
   seed                   random seed (e.g. 0)
   GPU_ID                 CUDA device(s), e.g. 0 or 0,1 (sets CUDA_VISIBLE_DEVICES; ignored without GPUs)
   learning_rate          e.g. 2e-4
-  finetune_mode          mos | lora
-  init_lora_A_vec_value  mean of the frozen per-rank scaling vector (1 in the paper)
-  init_lora_A_vec_std    its std (0 in the paper)
-  valid_param_private_r  p, private ranks per layer
-  valid_param_lora_r     e, parameter-equivalent rank
-  num_chunk_per_vec      c, shards per rank vector
+  finetune_mode          mos | lora | vera | tied_lora | prolora
+  init_lora_A_vec_value  mean of the frozen per-rank scaling vector (1 in the paper; MoS only)
+  init_lora_A_vec_std    its std (0 in the paper; MoS only)
+  valid_param_private_r  p, private ranks per layer (prolora: u, unshared ranks)
+  valid_param_lora_r     e, parameter-equivalent rank (MoS only)
+  num_chunk_per_vec      c, shards per rank vector (prolora: m = n, chunk copies along in / out)
+
+What each finetune_mode reads (the others are recorded in the run name and ignored):
+  lora       r = lora_r
+  vera       r = lora_r (VeRA's rank, e.g. 256; no lora_alpha scaling; seed = projection PRNG key)
+  tied_lora  r = lora_r (rank of the A and B tied across layers, per-layer u and v vectors)
+  prolora    r = lora_r, u = valid_param_private_r, m = n = num_chunk_per_vec
+  mos        r = lora_r, p = valid_param_private_r, e = valid_param_lora_r, c = num_chunk_per_vec
+Every mode leaves a plain LoRA adapter in the run directory (exported exactly), so evaluation is the same.
 
 example (the original's example run: r=16, e=4, p=2, c=4, lr 2e-4):  bash $(basename "$0") 16 0 0 2e-4 mos 1 0 2 4 4
+baselines at about the same budget (python -m open_instruct.param_table --model llama2-7b prints the counts):
+  bash $(basename "$0") 2 0 0 2e-4 lora 1 0 0 1 1        bash $(basename "$0") 256 0 0 2e-4 vera 1 0 0 1 1
+  bash $(basename "$0") 8 0 0 2e-4 prolora 1 0 0 1 4    bash $(basename "$0") 46 0 0 2e-4 tied_lora 1 0 0 1 1
 
 Environment overrides (defaults = the paper's settings):
   MODEL=$MODEL_DEFAULT   TRAIN_FILE=data/processed/super_ni/super_ni_data.jsonl
@@ -43,7 +54,8 @@ is_int "$lora_r" && [ "$lora_r" -gt 0 ] || die "lora_r must be a positive intege
 is_int "$seed" || die "seed must be a non-negative integer, got '$seed'"
 [[ "$GPU" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "GPU_ID must look like 0 or 0,1, got '$GPU'"
 is_num "$lr" || die "learning_rate must be a number like 2e-4, got '$lr'"
-case "$mode" in mos|lora) ;; *) die "finetune_mode must be mos or lora, got '$mode'";; esac
+case "$mode" in mos|lora|vera|tied_lora|prolora) ;;
+  *) die "finetune_mode must be one of mos, lora, vera, tied_lora, prolora; got '$mode'";; esac
 is_num "$vec_value" || die "init_lora_A_vec_value must be a number, got '$vec_value'"
 is_num "$vec_std" || die "init_lora_A_vec_std must be a number >= 0, got '$vec_std'"
 is_int "$private_r" || die "valid_param_private_r must be an integer >= 0, got '$private_r'"

@@ -278,15 +278,19 @@ def profile_variants(trainers: dict[str, Trainer], steps: int, device: str, top:
     """Profile ``steps`` steps of each variant (ABBA-interleaved, one profiler session per step, so drift and
     other load hit both alike); print each variant's top ops and the per-op MoS − LoRA differences.
 
-    On CUDA the per-op numbers are self *device* (kernel) time, with the host-side (dispatch) totals beside
-    them; a step is bound by whichever is larger.
+    On CUDA the per-op numbers are the self *device* (kernel) time of each operator (kernel rows themselves are
+    left out, they would count the same time twice), and the summary adds the host side: self CPU time,
+    operator calls and kernel launches per step. A step is bound by the larger of device and host time; with
+    small batches the host (one launch per small kernel) usually is.
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
     what = "device" if device == "cuda" else "CPU"
     acc: dict[str, dict[str, list[float]]] = {n: {} for n in VARIANTS}  # op -> [self ms, calls, host self ms]
+    kernels, launches, op_calls = ({n: 0 for n in VARIANTS} for _ in range(3))
     for i in range(steps):
         for name in abba_order(i):
             tr = trainers[name]
@@ -295,6 +299,13 @@ def profile_variants(trainers: dict[str, Trainer], steps: int, device: str, top:
                 tr.step()
                 tr.sync()
             for e in prof.key_averages():
+                if getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU:  # a kernel: counted, not listed
+                    kernels[name] += e.count
+                    continue
+                if e.key.startswith("aten::"):
+                    op_calls[name] += e.count
+                if e.key.startswith("cudaLaunchKernel"):
+                    launches[name] += e.count
                 row = acc[name].setdefault(e.key, [0.0, 0, 0.0])
                 row[0] += getattr(e, attr, 0.0) / 1e3
                 row[1] += e.count
@@ -310,7 +321,11 @@ def profile_variants(trainers: dict[str, Trainer], steps: int, device: str, top:
             print(f"{key[:56]:<58}{ms:>10.2f}{n:>8}")
     mos, lora = per_variant["MoS"], per_variant["LoRA"]
     diff = sorted(((mos.get(k, (0, 0))[0] - lora.get(k, (0, 0))[0], k) for k in set(mos) | set(lora)), reverse=True)
-    host = "" if device != "cuda" else f"; host-side self CPU totals MoS {host_total['MoS']:.1f}, LoRA {host_total['LoRA']:.1f}"
+    host = "" if device != "cuda" else (
+        f"; host self CPU MoS {host_total['MoS']:.1f}, LoRA {host_total['LoRA']:.1f}; kernel launches MoS "
+        f"{launches['MoS'] // steps}, LoRA {launches['LoRA'] // steps}; kernels MoS {kernels['MoS'] // steps}, "
+        f"LoRA {kernels['LoRA'] // steps}")
+    print(f"\naten operator calls per step: MoS {op_calls['MoS'] // steps}, LoRA {op_calls['LoRA'] // steps}")
     print(f"\n--- self {what} time per step, MoS − LoRA, by op (ms/step; totals MoS {total['MoS']:.1f}, "
           f"LoRA {total['LoRA']:.1f}{host}) ---")
     print(f"{'op':<48}{'MoS ms':>9}{'LoRA ms':>9}{'diff':>9}{'MoS n':>7}{'LoRA n':>7}")
@@ -318,7 +333,10 @@ def profile_variants(trainers: dict[str, Trainer], steps: int, device: str, top:
     for delta, key in shown[:top] + [d for d in shown[top:] if d[0] < 0][-8:]:
         m, lo = mos.get(key, (0.0, 0)), lora.get(key, (0.0, 0))
         print(f"{key[:47]:<48}{m[0]:>9.2f}{lo[0]:>9.2f}{delta:>+9.2f}{m[1]:>7}{lo[1]:>7}")
-    return {"ms_per_step_by_op": per_variant, "total_ms": total, "host_total_ms": host_total}
+    return {"ms_per_step_by_op": per_variant, "total_ms": total, "host_total_ms": host_total,
+            "op_calls_per_step": {n: v // steps for n, v in op_calls.items()},
+            "kernel_launches_per_step": {n: v // steps for n, v in launches.items()},
+            "kernels_per_step": {n: v // steps for n, v in kernels.items()}}
 
 
 # ---------------------------------------------------------------------------------------------------- main

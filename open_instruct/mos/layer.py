@@ -50,8 +50,9 @@ class MoSPool(nn.Module):
         """Materialise a layer's ``A`` (r, in) and ``Bᵀ`` (r, out): one gather and a view each."""
         pool_a, pool_b = self.A[adapter_name], self.B[adapter_name]
         r = index_a.numel() * pool_a.shape[1] // self.in_features
-        a = pool_a[index_a].view(r, self.in_features)
-        b_t = pool_b[index_b].view(r, self.out_features)
+        # index_select, not pool[idx]: its backward is one index_add_ instead of a sort-based index_put_.
+        a = torch.index_select(pool_a, 0, index_a).view(r, self.in_features)
+        b_t = torch.index_select(pool_b, 0, index_b).view(r, self.out_features)
         return a, b_t
 
 

@@ -109,3 +109,22 @@ def test_mixed_ranks_fold_scaling_into_b(tiny_llama, tiny_tokenizer, tmp_path):
     assert {m.r["default"] for n, m in tuner_layers(lora).items() if n.endswith("q_proj")} == {2}
     with torch.no_grad():
         torch.testing.assert_close(lora(**batch).logits, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["tied_lora", "prolora"])
+def test_merge_unmerge_disable(tiny_llama, tiny_tokenizer, method):
+    batch = _batch(tiny_tokenizer)
+    with torch.no_grad():
+        plain = tiny_llama(**batch).logits
+        model = adapted(tiny_llama, method)
+        adapter_out = model(**batch).logits
+        assert (adapter_out - plain).abs().max() > 1e-3
+        with model.disable_adapter():
+            torch.testing.assert_close(model(**batch).logits, plain, rtol=0, atol=1e-6)
+        model.merge_adapter()
+        torch.testing.assert_close(model(**batch).logits, adapter_out, rtol=0, atol=1e-5)
+        model.unmerge_adapter()
+        torch.testing.assert_close(model(**batch).logits, adapter_out, rtol=0, atol=1e-5)
+        merged = model.merge_and_unload()
+        assert not any("tied_lora" in n or "prolora" in n or "mos_pools" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(**batch).logits, adapter_out, rtol=0, atol=1e-5)

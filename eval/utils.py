@@ -126,12 +126,17 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
 
 
 def attach_adapter(model, adapter_path: str | Path):
-    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge). MoS registers itself on import."""
+    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge).
+
+    Importing ``open_instruct.mos`` and ``open_instruct.baselines`` registers the MoS, Tied-LoRA and PRoLoRA
+    PEFT types, so their native checkpoints load as well as exported plain LoRA adapters.
+    """
     from peft import PeftModel
 
     read_adapter_config(adapter_path)
     try:
-        import open_instruct.mos  # noqa: F401 (registers the MoS PEFT type)
+        import open_instruct.baselines  # noqa: F401
+        import open_instruct.mos  # noqa: F401
     except ImportError:
         pass
     return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)

@@ -145,6 +145,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
             if not (torch.cuda.is_available() and _has_module("bitsandbytes")):
                 logger.warning("optim=%s needs bitsandbytes on a GPU; using adamw_torch.", self.optim)
                 self.optim = "adamw_torch"
+        if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
+            self.gradient_checkpointing_kwargs = {"use_reentrant": False}  # reentrant checkpointing is deprecated
         super().__post_init__()
 
 
@@ -258,7 +260,8 @@ def load_model(model_args, mos_args, training_args):
     if mos_args.use_qlora:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif training_args.gradient_checkpointing:
         model.enable_input_require_grads()
     return model

@@ -97,7 +97,7 @@ def test_outputs_and_refusal_to_clobber(tiny_ckpt, superni_file, tmp_path, capsy
 @pytest.mark.parametrize(
     "extra,needle",
     [
-        (["--ft_mode", "vera"], "--ft_mode 'vera' is not supported"),
+        (["--ft_mode", "dora"], "--ft_mode 'dora' is not supported"),
         (["--use_qlora", "True"], "--use_qlora True needs a CUDA GPU"),
         (["--num_chunk_per_vec", "5"], "num_chunk_per_vec (c=5) must divide"),
         (["--valid_param_private_r", "3"], "must be <= valid_param_lora_r"),

@@ -223,6 +223,34 @@ def generate_completions(model, tokenizer, prompts: list[str], batch_size: int =
     return outputs
 
 
+# ----------------------------------------------------------------------------------------------- command line
+
+def add_model_arguments(ap, batch_help: str = "prompts per forward pass") -> None:
+    """The flags both evaluators share: model, tokenizer, adapter, batching, 8-bit, chat format."""
+    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
+                    "when --adapter_path is given)")
+    ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
+    ap.add_argument("--adapter_path", default=None, help="an adapter directory (adapter_config.json): MoS, "
+                    "Tied-LoRA, PRoLoRA or plain LoRA, loaded on the base model with PEFT without merging "
+                    "(vLLM: plain LoRA only)")
+    ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
+                    "is used, with a notice, when there is no slow version)")
+    ap.add_argument("--eval_batch_size", type=int, default=1, help=batch_help)
+    ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
+                    "machine without a GPU a warning is printed and the model is loaded unquantized)")
+    ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
+    ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
+                    help="dotted path of the formatting function, or a short name: tulu, tokenizer "
+                    "(the tokenizer's own chat template)")
+
+
+def parse_eval_args(parser, argv=None):
+    args = parser.parse_args(argv)
+    if args.eval_batch_size < 1:
+        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
+    return args
+
+
 # ----------------------------------------------------------------------------------------------- vLLM
 
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)

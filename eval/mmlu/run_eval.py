@@ -34,7 +34,14 @@ from tqdm import tqdm
 
 from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import DATA_HINT, get_next_word_predictions, load_hf_lm_and_tokenizer, require_file
+from eval.utils import (
+    DATA_HINT,
+    add_model_arguments,
+    get_next_word_predictions,
+    load_hf_lm_and_tokenizer,
+    parse_eval_args,
+    require_file,
+)
 
 CHOICES = ["A", "B", "C", "D"]
 MAX_PROMPT_TOKENS = 2048
@@ -196,33 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ntrain", type=int, default=5, help="dev examples (shots) per prompt (default 5; launcher: 0)")
     ap.add_argument("--data_dir", default="data/eval/mmlu", help="folder with dev/ and test/ CSVs")
     ap.add_argument("--save_dir", default="results/mmlu", help="where metrics.json and <subject>.csv go")
-    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
-                    "when --adapter_path is given)")
-    ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
-    ap.add_argument("--adapter_path", default=None, help="a MoS or LoRA adapter directory (adapter_config.json), "
-                    "loaded on the base model with PEFT, without merging")
-    ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
-                    "is used, with a notice, when there is no slow version)")
     ap.add_argument("--subjects", nargs="*", help="subjects to evaluate (default: every <subject>_test.csv)")
     ap.add_argument("--n_instances", type=int, default=None, help="at most this many test rows per subject "
                     "(sampled with random_state=42)")
-    ap.add_argument("--eval_batch_size", type=int, default=1, help="prompts per forward pass")
     ap.add_argument("--max_prompt_tokens", type=int, default=MAX_PROMPT_TOKENS,
                     help="dev shots are dropped while a prompt is longer than this (default 2048, the original)")
-    ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
-                    "machine without a GPU a warning is printed and the model is loaded unquantized)")
-    ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
-    ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
-                    help="dotted path of the formatting function, or a short name: tulu, tokenizer "
-                    "(the tokenizer's own chat template)")
+    add_model_arguments(ap, batch_help="prompts per forward pass")
     return ap
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.eval_batch_size < 1:
-        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
-    return run(args)
+    return run(parse_eval_args(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.tydiqa.squad_metric import squad_scores
 from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
 from eval.utils import (
+    add_model_arguments,
     generate_completions,
     generate_with_vllm,
     load_hf_lm,
     load_tokenizer,
     load_vllm_model,
+    parse_eval_args,
     require_file,
 )
 
@@ -183,30 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n_shot", type=int, default=1, help="demos per language from the train file (default 1)")
     ap.add_argument("--no_context", action="store_true", help="closed book: no passage in the prompt")
     ap.add_argument("--max_context_length", type=int, default=512, help="passages are cut to this many tokens")
-    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
-                    "when --adapter_path is given)")
-    ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
-    ap.add_argument("--adapter_path", default=None, help="a MoS or LoRA adapter directory, loaded on the base "
-                    "model without merging (vLLM: plain LoRA only)")
-    ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
-                    "is used, with a notice, when there is no slow version)")
-    ap.add_argument("--eval_batch_size", type=int, default=1, help="prompts per generate call (HF backend)")
-    ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
-                    "machine without a GPU a warning is printed and the model is loaded unquantized)")
     ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM; if vLLM is not installed (or the "
                     "adapter is not plain LoRA) a warning is printed and Hugging Face generation is used")
-    ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
-    ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
-                    help="dotted path of the formatting function, or a short name: tulu, tokenizer "
-                    "(the tokenizer's own chat template)")
+    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
     return ap
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
-    if args.eval_batch_size < 1:
-        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
-    return run(args)
+    return run(parse_eval_args(build_parser(), argv))
 
 
 if __name__ == "__main__":

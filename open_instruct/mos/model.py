@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from .config import MoSConfig
+from .factor import layer_kwargs
 from .layer import Linear, MoSLayer, MoSPool
 from .routing import build_index_lists, compact_index_dtype, num_pool_shards
 
@@ -78,14 +77,7 @@ class MoSModel(BaseTuner):
         if isinstance(target, Linear):
             target.update_layer(adapter_name, config, self.mos_pools)
             return
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        kwargs = {"fan_in_fan_out": config.fan_in_fan_out}
-        if isinstance(base, Conv1D):
-            kwargs = {"fan_in_fan_out": True, "is_target_conv_1d_layer": True}
-        elif config.fan_in_fan_out and isinstance(base, nn.Linear):
-            warnings.warn("fan_in_fan_out=True but the target is nn.Linear; using False.", stacklevel=2)
-            kwargs["fan_in_fan_out"] = False
-        new_module = Linear(target, adapter_name, config, self.mos_pools, **kwargs)
+        new_module = Linear(target, adapter_name, config, self.mos_pools, **layer_kwargs(target, config))
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)

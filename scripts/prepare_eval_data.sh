@@ -19,6 +19,8 @@
 # Environment: PYTHON (default .venv/bin/python, else python3), CHECK_TIMEOUT (seconds, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib_download.sh
+source scripts/lib_download.sh
 
 EVAL=data/eval
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-10}
@@ -72,30 +74,6 @@ urls_of() {
     esac
 }
 
-check_reachable() {  # fail fast: can we open a connection to the server of $2 (benchmark $1)?
-    if ! curl --silent --show-error --location --head --max-time "$CHECK_TIMEOUT" -o /dev/null "$2" 2>/tmp/prepare_eval_data.$$; then
-        echo "error: cannot reach $2 ($(tr -d '\n' </tmp/prepare_eval_data.$$))" >&2
-        rm -f /tmp/prepare_eval_data.$$
-        echo "This machine seems to be offline (or the server is down). Supply the data by hand:" >&2
-        manual_hint "$1" >&2
-        echo "then rerun this script: data already in place is not downloaded again." >&2
-        exit 1
-    fi
-    rm -f /tmp/prepare_eval_data.$$
-}
-
-fetch() {  # fetch URL $2 to file $3 for benchmark $1; a partial download never takes the final name
-    echo "downloading $2 -> $3"
-    mkdir -p "$(dirname "$3")"
-    if ! curl --fail --location --show-error --retry 2 --connect-timeout "$CHECK_TIMEOUT" -o "$3.part" "$2"; then
-        rm -f "$3.part"
-        echo "error: download of $2 failed. Supply the data by hand:" >&2
-        manual_hint "$1" >&2
-        exit 1
-    fi
-    mv "$3.part" "$3"
-}
-
 download() {
     local tmp=$EVAL/.download
     case "$1" in
@@ -132,15 +110,5 @@ for arg in "$@"; do
 done
 [[ ${#benchmarks[@]} -gt 0 ]] || read -r -a benchmarks <<<"$DEFAULT"
 
-missing=()
-for b in "${benchmarks[@]}"; do
-    if have "$b"; then echo "$b: already in $EVAL, not downloading"; else missing+=("$b"); fi
-done
-[[ ${#missing[@]} -gt 0 ]] || { echo "nothing to download"; exit 0; }
-command -v curl >/dev/null || { echo "error: curl is needed to download ${missing[*]}; install it or supply the data by hand:" >&2
-                               for b in "${missing[@]}"; do manual_hint "$b" >&2; done; exit 1; }
-for b in "${missing[@]}"; do
-    for url in $(urls_of "$b"); do check_reachable "$b" "$url"; done
-done
-for b in "${missing[@]}"; do download "$b"; done
+download_missing "${benchmarks[@]}"
 echo "evaluation data ready under $EVAL: ${benchmarks[*]}"

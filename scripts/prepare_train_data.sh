@@ -19,6 +19,8 @@
 # Environment: PYTHON (default .venv/bin/python, else python3), CHECK_TIMEOUT (seconds, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib_download.sh
+source scripts/lib_download.sh
 
 RAW=data/raw_train
 OUT=data/processed
@@ -67,30 +69,6 @@ urls_of() {
     esac
 }
 
-check_reachable() {  # fail fast: can we open a connection to the server of $2 (dataset $1)?
-    if ! curl --silent --show-error --location --head --max-time "$CHECK_TIMEOUT" -o /dev/null "$2" 2>/tmp/prepare_train_data.$$; then
-        echo "error: cannot reach $2 ($(tr -d '\n' </tmp/prepare_train_data.$$))" >&2
-        rm -f /tmp/prepare_train_data.$$
-        echo "This machine seems to be offline (or the server is down). Supply the data by hand:" >&2
-        manual_hint "$1" >&2
-        echo "then rerun this script: data already in place is not downloaded again." >&2
-        exit 1
-    fi
-    rm -f /tmp/prepare_train_data.$$
-}
-
-fetch() {  # fetch URL $2 to file $3 for dataset $1; a partial download never takes the final name
-    echo "downloading $2 -> $3"
-    mkdir -p "$(dirname "$3")"
-    if ! curl --fail --location --show-error --retry 2 --connect-timeout "$CHECK_TIMEOUT" -o "$3.part" "$2"; then
-        rm -f "$3.part"
-        echo "error: download of $2 failed. Supply the data by hand:" >&2
-        manual_hint "$1" >&2
-        exit 1
-    fi
-    mv "$3.part" "$3"
-}
-
 download() {
     case "$1" in
         super_ni)
@@ -122,17 +100,6 @@ for arg in "$@"; do
 done
 [[ ${#datasets[@]} -gt 0 ]] || read -r -a datasets <<<"$ALL"
 
-missing=()
-for d in "${datasets[@]}"; do
-    if have "$d"; then echo "$d: raw data already in $RAW/$d, not downloading"; else missing+=("$d"); fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    command -v curl >/dev/null || { echo "error: curl is needed to download ${missing[*]}; install it or supply the data by hand:" >&2
-                                   for d in "${missing[@]}"; do manual_hint "$d" >&2; done; exit 1; }
-    for d in "${missing[@]}"; do
-        for url in $(urls_of "$d"); do check_reachable "$d" "$url"; done
-    done
-    for d in "${missing[@]}"; do download "$d"; done
-fi
+download_missing "${datasets[@]}"
 
 "$PYTHON" open_instruct/reformat_datasets.py --raw_data_dir "$RAW/" --output_dir "$OUT/" --dataset "${datasets[@]}" --seed 42

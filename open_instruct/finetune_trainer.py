@@ -324,17 +324,34 @@ def trainable_parameters(model) -> int:
 
 # ---------------------------------------------------------------------------------------------- outputs
 def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) -> None:
-    """Plain LoRA adapter at the top (as the original leaves it); the method's own checkpoint in <ft_mode>_adapter/."""
-    if not trainer.is_world_process_zero():
-        return
-    if mos_args.ft_mode == "lora":
-        model.save_pretrained(output_dir)
-    else:
-        from open_instruct.mos import export_lora
+    """Plain LoRA adapter at the top (as the original leaves it); the method's own checkpoint in <ft_mode>_adapter/.
 
-        model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
-        export_lora(model, output_dir)
-    tokenizer.save_pretrained(output_dir)
+    Every rank enters: under ZeRO-3 the trainable parameters are partitioned, and gathering them is collective.
+    """
+    with gathered_trainable_parameters(model):
+        if not trainer.is_world_process_zero():
+            return
+        if mos_args.ft_mode == "lora":
+            model.save_pretrained(output_dir)
+        else:
+            from open_instruct.mos import export_lora
+
+            model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
+            export_lora(model, output_dir)
+        tokenizer.save_pretrained(output_dir)
+
+
+def gathered_trainable_parameters(model):
+    """Under DeepSpeed ZeRO-3, a context in which the (partitioned) trainable parameters are whole on every rank."""
+    from contextlib import nullcontext
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad], modifier_rank=None)
 
 
 def setup_logging(training_args) -> None:
@@ -366,6 +383,14 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
     from open_instruct.data import prepare_datasets
 
     setup_logging(training_args)
+    # Set up the device/process group now: under DeepSpeed ZeRO-3, from_pretrained builds the model inside
+    # zero.Init, which needs the distributed environment (world size) before the model is loaded.
+    logger.info("device %s, process %d of %d", training_args.device, training_args.process_index,
+                training_args.world_size)
+    if training_args.deepspeed and training_args.world_size > 1:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend=None if torch.cuda.is_available() else "gloo")
     output_dir = Path(training_args.output_dir)
     (output_dir / COMPLETED).unlink(missing_ok=True)  # a run in progress is never marked complete
     set_seed(training_args.seed)

@@ -47,7 +47,12 @@ class MoSPool(nn.Module):
         self.B[adapter_name] = nn.Parameter(pool_b.to(device) if device is not None else pool_b)
 
     def forward(self, adapter_name: str, index_a: torch.Tensor, index_b: torch.Tensor):
-        """Materialise a layer's ``A`` (r, in) and ``Bᵀ`` (r, out): one gather and a view each."""
+        """Materialise a layer's ``A`` (r, in) and ``Bᵀ`` (r, out) as a module call, so that ZeRO-3/FSDP hooks
+        gather the pool first (the training path)."""
+        return self.gather(adapter_name, index_a, index_b)
+
+    def gather(self, adapter_name: str, index_a: torch.Tensor, index_b: torch.Tensor):
+        """``A`` (r, in) and ``Bᵀ`` (r, out): one gather and a view each, without module hooks (export, merge)."""
         pool_a, pool_b = self.A[adapter_name], self.B[adapter_name]
         r = index_a.numel() * pool_a.shape[1] // self.in_features
         # index_select, not pool[idx]: its backward is one index_add_ instead of a sort-based index_put_.
@@ -105,8 +110,11 @@ class MoSLayer(FactorLinear):
         return self._mos_pools[self.mos_type_key[adapter_name]]
 
     def lora_factors(self, adapter_name: str):
-        """The materialised LoRA factors ``(A, B)`` with vec folded into A: A (r, in), B (out, r), pool dtype."""
-        a, b_t = self.pool(adapter_name)(adapter_name, self.mos_index_A[adapter_name], self.mos_index_B[adapter_name])
+        """The materialised LoRA factors ``(A, B)`` with vec folded into A: A (r, in), B (out, r), pool dtype.
+
+        Reads the pools directly (no module hooks): under ZeRO-3 call it inside ``GatheredParameters``."""
+        a, b_t = self.pool(adapter_name).gather(adapter_name, self.mos_index_A[adapter_name],
+                                                self.mos_index_B[adapter_name])
         vec = self.mos_vec[adapter_name].to(a.dtype)
         return a * vec[:, None], b_t.t()
 

@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from open_instruct import finetune_trainer
 from open_instruct.reformat_datasets import convert_super_ni_data
@@ -140,9 +141,10 @@ def test_two_process_ddp_gloo_identical_pools(tiny_ckpt, superni_file, tmp_path)
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_on_cpu(tiny_ckpt, superni_file, tmp_path):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_cpu(tiny_ckpt, superni_file, tmp_path, stage):
     pytest.importorskip("deepspeed", reason="deepspeed not installed (DS_BUILD_OPS=0 pip install deepspeed==0.19.8)")
-    ds_config = REPO / "configs/ds_configs/stage2.json"
+    ds_config = REPO / f"configs/ds_configs/stage{stage}.json"
     if not ds_config.is_file():
         pytest.fail(f"{ds_config} is missing")
     out = tmp_path / "ds"
@@ -151,5 +153,19 @@ def test_deepspeed_zero2_on_cpu(tiny_ckpt, superni_file, tmp_path):
                      env_extra={"DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "completed").exists() and (out / "adapter_model.safetensors").exists()
-    p0, p1 = torch.load(out / "pools_rank0.pt"), torch.load(out / "pools_rank1.pt")
-    assert all(torch.equal(p0[k], p1[k]) for k in p0)
+    if stage == 2:  # replicated parameters: both ranks hold the same pools
+        p0, p1 = torch.load(out / "pools_rank0.pt"), torch.load(out / "pools_rank1.pt")
+        assert all(torch.equal(p0[k], p1[k]) for k in p0)
+    # ZeRO-3 partitions the pools; the saved adapters must hold them whole, and export must match MoS exactly.
+    pools = _pools(out)
+    assert all(v.numel() > 0 for v in pools.values()) and any(torch.count_nonzero(v) for k, v in pools.items()
+                                                               if k.endswith(".B"))
+    import open_instruct.mos  # noqa: F401
+
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    logits = []
+    for adapter in (out / "mos_adapter", out):
+        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_ckpt), adapter)
+        with torch.no_grad():
+            logits.append(model(input_ids=ids).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)

@@ -28,7 +28,7 @@ from torch import nn
 
 from open_instruct.mos.config import ensure_peft_type
 from open_instruct.mos.layer import MoSPool
-from open_instruct.mos.model import MoSModel, group_by_module_type
+from open_instruct.mos.model import MoSModel, group_same_shape
 
 from .common import FactorLinear, check_common_fields, check_positive_int, layer_kwargs
 
@@ -181,24 +181,15 @@ class TiedLoRAModel(MoSModel):
         config: TiedLoRAConfig = self.peft_config[adapter_name]
         layers = {name: m for name, m in self.model.named_modules()
                   if isinstance(m, TiedLoRALinear) and m.has_adapter(adapter_name)}
-        if not layers:
-            raise ValueError(f"Tied-LoRA adapter {adapter_name!r} matched no module; check target_modules.")
+        plan = group_same_shape({name: (m.in_features, m.out_features) for name, m in layers.items()}, "Tied-LoRA")
         if config.seed is None:
             config.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         generator = torch.Generator().manual_seed(config.seed)
-        for type_key, members in sorted(group_by_module_type(list(layers)).items()):
-            shapes = {(layers[n].in_features, layers[n].out_features) for _, n in members}
-            if len(shapes) != 1:
-                detail = ", ".join(f"{n}: in={layers[n].in_features} out={layers[n].out_features}" for _, n in members)
-                raise ValueError(
-                    f"Tied-LoRA ties one A and B per module type, but the modules of type {type_key!r} differ in "
-                    f"shape ({detail}). Exclude the odd ones (exclude_modules) or target types of one shape."
-                )
-            (in_f, out_f), = shapes
+        for type_key, (members, in_f, out_f) in plan.items():
             if type_key not in self.mos_pools:
                 self.mos_pools[type_key] = TiedPool(in_f, out_f)
             pool = self.mos_pools[type_key]
-            device = layers[members[0][1]].tied_lora_u[adapter_name].device
+            device = layers[members[0]].tied_lora_u[adapter_name].device
             # MoSPool's init with c = 1 and r shards: A ~ U(±1/√in), B = 0 (or random when init_weights=False).
             pool.add_adapter(adapter_name, config.r, 1, config.init_weights and config.zero_init == "B", generator,
                              device=device)
@@ -206,7 +197,7 @@ class TiedLoRAModel(MoSModel):
                 with torch.no_grad():  # B ~ U(±1/√r): kaiming-uniform with B's own fan-in r
                     bound = 1.0 / math.sqrt(config.r)
                     pool.B[adapter_name].copy_(torch.empty(config.r, out_f).uniform_(-bound, bound, generator=generator))
-            for _, name in members:
+            for name in members:
                 layer = layers[name]
                 layer.tied_lora_type_key[adapter_name] = type_key
                 if not config.init_weights and device.type != "meta":

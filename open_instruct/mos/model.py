@@ -56,6 +56,44 @@ def group_by_module_type(names: list[str]) -> dict[str, list[tuple[int, str]]]:
     return {label.replace(".", "__"): sorted(full[k]) for label, k in zip(labels, keys)}
 
 
+def group_same_shape(shapes: dict[str, tuple[int, int]], method: str = "MoS") -> dict[str, tuple[list[str], int, int]]:
+    """``{name: (in, out)}`` -> ``{type_key: (names in layer order, in, out)}``, refusing a type of mixed shapes."""
+    if not shapes:
+        raise ValueError(f"{method} matched no module; check target_modules (e.g. 'all-linear' or ['q_proj', 'v_proj']).")
+    groups = {}
+    for type_key, members in sorted(group_by_module_type(list(shapes)).items()):
+        names = [name for _, name in members]
+        kinds = {shapes[name] for name in names}
+        if len(kinds) != 1:
+            detail = ", ".join(f"{n}: in={shapes[n][0]} out={shapes[n][1]}" for n in names)
+            raise ValueError(
+                f"{method} shares parameters per module type, but the modules of type {type_key!r} differ in shape "
+                f"({detail}). Exclude the odd ones (exclude_modules) or target types of one shape."
+            )
+        (in_f, out_f), = kinds
+        groups[type_key] = (names, in_f, out_f)
+    return groups
+
+
+def plan_pools(config: MoSConfig, shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[list[str], int, int]]:
+    """Validate a MoS configuration against target modules ``{name: (in, out)}``, before anything is built.
+
+    Returns ``{type_key: (module names in layer order, in, out)}``; raises ``ValueError`` naming the field and the
+    constraint: no target, modules of one type with different shapes, c not dividing a size, too few shared shards.
+    """
+    c = config.num_chunk_per_vec
+    plan = group_same_shape(shapes, "MoS")
+    for type_key, (names, in_f, out_f) in plan.items():
+        for size_name, size in (("input", in_f), ("output", out_f)):
+            if size % c:
+                raise ValueError(
+                    f"num_chunk_per_vec (c={c}) must divide every target's input and output size, but "
+                    f"{type_key!r} has {size_name} size {size}. Choose a c that divides {in_f} and {out_f}."
+                )
+        config.validate_for_layers(len(names), type_key)
+    return plan
+
+
 class MoSModel(BaseTuner):
     """Injects MoS layers into a model; holds the shared shard pools (``mos_pools``), one per module type."""
 
@@ -87,44 +125,35 @@ class MoSModel(BaseTuner):
         self._pre_injection_hook(model, self.peft_config[adapter_name], adapter_name)
         super().inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
                                low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
-        self._build_pools_and_routing(adapter_name)
+        try:
+            self._build_pools_and_routing(adapter_name)
+        except ValueError:  # a configuration that does not fit this model: leave the model as it was
+            if len(self.peft_config) == 1:
+                self._unload_and_optionally_merge(merge=False)
+            else:
+                self.delete_adapter(adapter_name)
+            raise
 
     def _build_pools_and_routing(self, adapter_name: str) -> None:
         """Group the new layers by module type, validate shapes, create each type's pools and index lists."""
         config: MoSConfig = self.peft_config[adapter_name]
         layers = {name: m for name, m in self.model.named_modules()
                   if isinstance(m, MoSLayer) and adapter_name in m.mos_index_A}
-        if not layers:
-            raise ValueError(f"MoS adapter {adapter_name!r} matched no module; check target_modules.")
+        plan = plan_pools(config, {name: (m.in_features, m.out_features) for name, m in layers.items()})
         if config.seed is None:
             config.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         generator = torch.Generator().manual_seed(config.seed)
         r, e, p, c = config.r, config.valid_param_lora_r, config.valid_param_private_r, config.num_chunk_per_vec
-        for type_key, members in sorted(group_by_module_type(list(layers)).items()):
-            shapes = {(layers[n].in_features, layers[n].out_features) for _, n in members}
-            if len(shapes) != 1:
-                detail = ", ".join(f"{n}: in={layers[n].in_features} out={layers[n].out_features}" for _, n in members)
-                raise ValueError(
-                    f"MoS shares one pool per module type, but the modules of type {type_key!r} differ in shape "
-                    f"({detail}). Exclude the odd ones (exclude_modules) or target types of one shape."
-                )
-            (in_f, out_f), = shapes
-            for size_name, size in (("input", in_f), ("output", out_f)):
-                if size % c:
-                    raise ValueError(
-                        f"num_chunk_per_vec (c={c}) must divide every target's input and output size, but "
-                        f"{type_key!r} has {size_name} size {size}. Choose a c that divides {in_f} and {out_f}."
-                    )
+        for type_key, (members, in_f, out_f) in plan.items():
             num_layers = len(members)
-            config.validate_for_layers(num_layers, type_key)
             if type_key not in self.mos_pools:
                 self.mos_pools[type_key] = MoSPool(in_f, out_f)
             pool = self.mos_pools[type_key]
-            device = layers[members[0][1]].mos_index_A[adapter_name].device
+            device = layers[members[0]].mos_index_A[adapter_name].device
             pool.add_adapter(adapter_name, num_pool_shards(e, num_layers, c), c, config.init_weights, generator,
                              device=device)  # a base on the meta device gets meta pools (accounting only)
             routing = build_index_lists(num_layers, r, e, p, c, generator)
-            for position, (_, name) in enumerate(members):
+            for position, name in enumerate(members):
                 vec = torch.full((r,), float(config.init_lora_A_vec_value))
                 if config.init_lora_A_vec_std:
                     vec = vec + float(config.init_lora_A_vec_std) * torch.randn(r, generator=generator)
@@ -240,6 +269,9 @@ def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
     if not isinstance(lora_config, peft.LoraConfig):
         raise TypeError(f"Adapter {adapter_name!r} is a {type(lora_config).__name__}, not a LoraConfig.")
     cfg = mos_config_from(chunk_config, lora_config)
+    lora_layers = {name: m for name, m in model.base_model.model.named_modules()
+                   if isinstance(m, peft.tuners.lora.LoraLayer) and adapter_name in m.lora_A}
+    plan_pools(cfg, {name: (m.in_features, m.out_features) for name, m in lora_layers.items()})  # before unloading
     base = model.base_model.unload()
     mos_model = peft.get_peft_model(base, cfg, adapter_name=adapter_name)
     mos_model.chunk_config = cfg

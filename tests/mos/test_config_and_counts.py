@@ -145,3 +145,20 @@ def test_vec_scaling_is_frozen_and_applied(tiny_llama):
         b_raw = pool.B["default"][layer.mos_index_B["default"]].reshape(layer.r["default"], -1).t()
         expect = (b_raw.double() @ torch.diag(vec.double()) @ a_raw.double()) * (16 / 3)
         torch.testing.assert_close(layer.get_delta_weight("default").double(), expect, rtol=0, atol=1e-6)
+
+
+def test_rejected_config_leaves_models_untouched(tiny_llama, tiny_tokenizer):
+    batch = tiny_tokenizer(["hello world"], return_tensors="pt")
+    with torch.no_grad():
+        before = tiny_llama(**batch).logits
+    with pytest.raises(ValueError, match="num_chunk_per_vec"):
+        mos_model(tiny_llama, num_chunk_per_vec=3)  # 64 is not divisible by 3: found only after injection
+    assert not mos_layers(tiny_llama) and type(tiny_llama.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    with torch.no_grad():
+        torch.testing.assert_close(tiny_llama(**batch).logits, before, rtol=0, atol=0)
+
+    lora = peft.get_peft_model(tiny_llama, peft.LoraConfig(r=4, target_modules=ALL_PROJ))
+    with pytest.raises(ValueError, match="distinct shared shards"):  # (6-1)·1 > (2-1)·2·1: rejected before unloading
+        share_lora_chunkwisely(lora, {"lora_r": 6, "valid_param_lora_r": 2, "valid_param_private_r": 1,
+                                      "num_chunk_per_vec": 1})
+    assert sum(isinstance(m, peft.tuners.lora.LoraLayer) for m in lora.modules()) == 14  # LoRA still in place

@@ -1,5 +1,6 @@
 """What the baseline tuners share: the factor layer (from ``open_instruct.mos.factor``, which MoS's layer also
-builds on), LoRA's A initialisation bound, and config validation helpers."""
+builds on), LoRA's A initialisation bound, and a config validation helper (the shared config fields and
+their checks are ``open_instruct.mos.config.LowRankAdapterConfig``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 from open_instruct.mos.factor import FactorLinear, layer_kwargs
 
-__all__ = ["FactorLinear", "check_common_fields", "check_positive_int", "layer_kwargs", "lora_a_bound"]
+__all__ = ["FactorLinear", "check_positive_int", "layer_kwargs", "lora_a_bound"]
 
 
 def lora_a_bound(in_features: int) -> float:
@@ -20,13 +21,3 @@ def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{owner}.{name} must be {kind}, got {value!r}.")
-
-
-def check_common_fields(owner: str, config) -> None:
-    """Validation shared by the baseline configs: bias, dropout, layers_pattern."""
-    if config.bias != "none":
-        raise ValueError(f"{owner}.bias={config.bias!r} is not supported; use 'none'.")
-    if not 0.0 <= float(config.lora_dropout) < 1.0:
-        raise ValueError(f"{owner}.lora_dropout must be in [0, 1), got {config.lora_dropout!r}.")
-    if config.layers_pattern and config.layers_to_transform is None:
-        raise ValueError(f"{owner}.layers_pattern is only used together with layers_to_transform.")

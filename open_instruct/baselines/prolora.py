@@ -23,19 +23,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _get_in_out_features
 from torch import nn
 
-from open_instruct.mos.config import ensure_peft_type
+from open_instruct.mos.config import LowRankAdapterConfig, ensure_peft_type
 
-from .common import FactorLinear, check_common_fields, check_positive_int, layer_kwargs, lora_a_bound
+from .common import FactorLinear, check_positive_int, layer_kwargs, lora_a_bound
 
 PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 
 
 @dataclass
-class ProLoRAConfig(PeftConfig):
+class ProLoRAConfig(LowRankAdapterConfig):
     """Configuration of a PRoLoRA adapter (field names as in the authors' code; u, m, n in the paper's notation)."""
 
     r: int = field(default=8, metadata={"help": "Rank r of the materialised A (r × in) and B (out × r)."})
@@ -58,41 +57,14 @@ class ProLoRAConfig(PeftConfig):
     lora_B_shift_size: int | None = field(
         default=None, metadata={"help": "shift_B; None: max(⌊(r − u)/n⌋, 1) as in the paper."}
     )
-    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW = (lora_alpha / r)·B·A."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
-    target_modules: list[str] | str | None = field(
-        default=None,
-        metadata={"help": "Module names (suffix match), a regex string, or 'all-linear' (the default: every linear "
-                          "layer but the output head)."},
-    )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of modules to leave alone."}
-    )
-    layers_to_transform: list[int] | int | None = field(
-        default=None, metadata={"help": "Only adapt these layer indices (as in LoRA)."}
-    )
-    layers_pattern: list[str] | str | None = field(
-        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
-    )
-    fan_in_fan_out: bool = field(
-        default=False, metadata={"help": "True for layers storing weights as (in, out), e.g. GPT-2's Conv1D."}
-    )
-    bias: str = field(default="none", metadata={"help": "Only 'none' is supported."})
     init_weights: bool = field(
         default=True,
         metadata={"help": "True: A parts ~ U(±1/√in), B parts = 0 (ΔW = 0). False: B parts random too (for tests)."},
-    )
-    modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
     )
 
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = PROLORA_PEFT_TYPE
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
         self.validate()
 
     def validate(self) -> None:
@@ -106,7 +78,7 @@ class ProLoRAConfig(PeftConfig):
         for name in ("lora_A_shift_size", "lora_B_shift_size"):
             if getattr(self, name) is not None:
                 check_positive_int("ProLoRAConfig", name, getattr(self, name), minimum=0)
-        check_common_fields("ProLoRAConfig", self)
+        self.validate_common()
 
     def validate_for_module(self, name: str, in_features: int, out_features: int) -> None:
         """m must divide the module's input size and n its output size."""

@@ -22,50 +22,29 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from peft.config import PeftConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from open_instruct.mos.config import ensure_peft_type
+from open_instruct.mos.config import LowRankAdapterConfig, ensure_peft_type
 from open_instruct.mos.layer import MoSPool
 from open_instruct.mos.model import MoSModel, group_same_shape
 
-from .common import FactorLinear, check_common_fields, check_positive_int, layer_kwargs
+from .common import FactorLinear, check_positive_int, layer_kwargs
 
 TIED_LORA_PEFT_TYPE = ensure_peft_type("TIED_LORA")
 ZERO_INIT_CHOICES = ("B", "v")
 
 
 @dataclass
-class TiedLoRAConfig(PeftConfig):
+class TiedLoRAConfig(LowRankAdapterConfig):
     """Configuration of a Tied-LoRA adapter: ΔW_ℓ = (α/r)·Λ(v_ℓ)·B_t·Λ(u_ℓ)·A_t, A_t and B_t shared per module type."""
 
     r: int = field(default=8, metadata={"help": "Rank r of the tied A (r × in) and B (out × r) of each module type."})
-    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW = (lora_alpha / r)·Λv·B·Λu·A."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
     zero_init: str = field(
         default="B",
         metadata={"help": "Which factor starts at zero so that ΔW = 0: 'B' (B = 0, u = v = 1; LoRA-style, default) "
                           "or 'v' (v = 0, u = 1, B ~ U(±1/√r); VeRA-style)."},
     )
-    target_modules: list[str] | str | None = field(
-        default=None,
-        metadata={"help": "Module names (suffix match), a regex string, or 'all-linear' (the default: every linear "
-                          "layer but the output head)."},
-    )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of modules to leave alone."}
-    )
-    layers_to_transform: list[int] | int | None = field(
-        default=None, metadata={"help": "Only adapt these layer indices (as in LoRA)."}
-    )
-    layers_pattern: list[str] | str | None = field(
-        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
-    )
-    fan_in_fan_out: bool = field(
-        default=False, metadata={"help": "True for layers storing weights as (in, out), e.g. GPT-2's Conv1D."}
-    )
-    bias: str = field(default="none", metadata={"help": "Only 'none' is supported."})
     init_weights: bool = field(
         default=True,
         metadata={"help": "True: ΔW = 0 at start (see zero_init). False: A, B, u and v all random (for tests)."},
@@ -75,17 +54,10 @@ class TiedLoRAConfig(PeftConfig):
         metadata={"help": "Seed of the initial A, B (and u, v when init_weights=False). None: drawn from torch's "
                           "global RNG (so transformers.set_seed decides it), then recorded and saved."},
     )
-    modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = TIED_LORA_PEFT_TYPE
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
         self.validate()
 
     def validate(self) -> None:
@@ -93,7 +65,7 @@ class TiedLoRAConfig(PeftConfig):
         check_positive_int("TiedLoRAConfig", "r", self.r)
         if self.zero_init not in ZERO_INIT_CHOICES:
             raise ValueError(f"TiedLoRAConfig.zero_init must be one of {ZERO_INIT_CHOICES}, got {self.zero_init!r}.")
-        check_common_fields("TiedLoRAConfig", self)
+        self.validate_common()
 
     @property
     def scaling(self) -> float:

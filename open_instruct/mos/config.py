@@ -51,28 +51,11 @@ MOS_PEFT_TYPE = ensure_mos_peft_type()
 
 
 @dataclass
-class MoSConfig(PeftConfig):
-    """Configuration of a MoS (Mixture of Shards) adapter.
+class LowRankAdapterConfig(PeftConfig):
+    """Fields shared by the LoRA-family configs of this project (MoS, Tied-LoRA, PRoLoRA): targeting, scaling,
+    dropout, and their validation. Each method adds its own fields and sets its ``peft_type``."""
 
-    Per target module type (q, k, v, o, gate, up, down, … — discovered from the model) MoS keeps one pool of
-    A-shards and one of B-shards shared by all L layers: e·L·c shards of length in/c (A) and out/c (B). Each
-    layer owns an A index list and an independent B index list of r·c shards: (r−p)·c distinct shared shards
-    drawn at random plus its own p·c private shards. Rank vector j is the concatenation of shards
-    ``idx[j·c:(j+1)·c]``; ΔW = (α/r)·B·diag(vec)·A. Trainable parameters = e × (LoRA parameters per unit rank).
-    """
-
-    r: int = field(default=8, metadata={"help": "Rank r of the materialised adapter (original: lora_r)."})
-    valid_param_lora_r: int = field(
-        default=1,
-        metadata={"help": "Parameter-equivalent rank e: the pools hold as many parameters as a rank-e LoRA."},
-    )
-    valid_param_private_r: int = field(
-        default=1, metadata={"help": "Private rank vectors per layer p (0 <= p <= e, p <= r)."}
-    )
-    num_chunk_per_vec: int = field(
-        default=1, metadata={"help": "Shards per rank vector c; must divide every target's in and out size."}
-    )
-    lora_alpha: int = field(default=16, metadata={"help": "Scaling numerator: ΔW = (lora_alpha / r)·B·A."})
+    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW is scaled by lora_alpha / r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
     target_modules: list[str] | str | None = field(
         default=None,
@@ -94,6 +77,50 @@ class MoSConfig(PeftConfig):
         default=False, metadata={"help": "True for layers storing weights as (in, out), e.g. GPT-2's Conv1D."}
     )
     bias: str = field(default="none", metadata={"help": "Only 'none' is supported (as in the original)."})
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, list):
+            self.exclude_modules = set(self.exclude_modules)
+
+    def validate_common(self) -> None:
+        """``ValueError`` naming the field for the shared constraints: bias, dropout, layers_pattern."""
+        owner = type(self).__name__
+        if self.bias != "none":
+            raise ValueError(f"{owner}.bias={self.bias!r} is not supported; use 'none'.")
+        if not 0.0 <= float(self.lora_dropout) < 1.0:
+            raise ValueError(f"{owner}.lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        if self.layers_pattern and self.layers_to_transform is None:
+            raise ValueError(f"{owner}.layers_pattern is only used together with layers_to_transform.")
+
+
+@dataclass
+class MoSConfig(LowRankAdapterConfig):
+    """Configuration of a MoS (Mixture of Shards) adapter.
+
+    Per target module type (q, k, v, o, gate, up, down, … — discovered from the model) MoS keeps one pool of
+    A-shards and one of B-shards shared by all L layers: e·L·c shards of length in/c (A) and out/c (B). Each
+    layer owns an A index list and an independent B index list of r·c shards: (r−p)·c distinct shared shards
+    drawn at random plus its own p·c private shards. Rank vector j is the concatenation of shards
+    ``idx[j·c:(j+1)·c]``; ΔW = (α/r)·B·diag(vec)·A. Trainable parameters = e × (LoRA parameters per unit rank).
+    """
+
+    r: int = field(default=8, metadata={"help": "Rank r of the materialised adapter (original: lora_r)."})
+    valid_param_lora_r: int = field(
+        default=1,
+        metadata={"help": "Parameter-equivalent rank e: the pools hold as many parameters as a rank-e LoRA."},
+    )
+    valid_param_private_r: int = field(
+        default=1, metadata={"help": "Private rank vectors per layer p (0 <= p <= e, p <= r)."}
+    )
+    num_chunk_per_vec: int = field(
+        default=1, metadata={"help": "Shards per rank vector c; must divide every target's in and out size."}
+    )
     init_lora_A_vec_value: float = field(
         default=1.0, metadata={"help": "Mean of the frozen per-rank scaling vector vec (1 = off)."}
     )
@@ -111,17 +138,9 @@ class MoSConfig(PeftConfig):
             "(so transformers.set_seed decides it), then recorded here and saved with the adapter."
         },
     )
-    modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
-    )
-
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = MOS_PEFT_TYPE
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
         self.validate()
 
     def validate(self) -> None:
@@ -147,16 +166,11 @@ class MoSConfig(PeftConfig):
                 f"With valid_param_private_r == valid_param_lora_r (p = e = {e}) nothing is shared, so r must "
                 f"equal e (plain LoRA); got r={r}. Lower p or set r={e}."
             )
-        if self.bias != "none":
-            raise ValueError(f"MoSConfig.bias={self.bias!r} is not supported; use 'none'.")
-        if not 0.0 <= float(self.lora_dropout) < 1.0:
-            raise ValueError(f"MoSConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        self.validate_common()
         if self.init_lora_A_vec_std is None:
             self.init_lora_A_vec_std = 0.0
         if float(self.init_lora_A_vec_std) < 0:
             raise ValueError(f"MoSConfig.init_lora_A_vec_std must be >= 0, got {self.init_lora_A_vec_std!r}.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError("MoSConfig.layers_pattern is only used together with layers_to_transform.")
 
     def validate_for_layers(self, num_layers: int, type_key: str) -> None:
         """The constraint that needs L, the number of layers holding a module of this type."""

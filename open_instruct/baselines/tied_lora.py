@@ -29,7 +29,7 @@ from open_instruct.mos.config import LowRankAdapterConfig, ensure_peft_type
 from open_instruct.mos.layer import MoSPool
 from open_instruct.mos.model import MoSModel, group_same_shape
 
-from .common import FactorLinear, check_positive_int, layer_kwargs
+from .common import FactorLinear, check_positive_int
 
 TIED_LORA_PEFT_TYPE = ensure_peft_type("TIED_LORA")
 ZERO_INIT_CHOICES = ("B", "v")
@@ -138,15 +138,6 @@ class TiedLoRAModel(MoSModel):
     tuner_layer_cls = TiedLoRALinear
     uses_shared_state: bool = True
     target_module_mapping: dict = {}
-
-    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
-        if isinstance(target, TiedLoRALinear):
-            target.update_layer(adapter_name, config, self.mos_pools)
-            return
-        new_module = TiedLoRALinear(target, adapter_name, config, self.mos_pools, **layer_kwargs(target, config))
-        if adapter_name not in self.active_adapters:
-            new_module.requires_grad_(False)
-        self._replace_module(parent, target_name, new_module, target)
 
     def _build_pools_and_routing(self, adapter_name: str) -> None:
         """One tied A and B per module type (all its layers must share one shape); every layer uses all of it."""

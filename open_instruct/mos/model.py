@@ -12,7 +12,7 @@ from torch import nn
 
 from .config import MoSConfig
 from .factor import layer_kwargs
-from .layer import Linear, MoSLayer, MoSPool
+from .layer import MoSLayer, MoSPool
 from .routing import build_index_lists, compact_index_dtype, num_pool_shards
 
 POOLS_ATTR = "mos_pools"
@@ -112,10 +112,11 @@ class MoSModel(BaseTuner):
         return peft_config
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
-        if isinstance(target, Linear):
+        layer_cls = self.tuner_layer_cls  # MoSLayer here; subclasses (Tied-LoRA) bring their own layer
+        if isinstance(target, layer_cls):
             target.update_layer(adapter_name, config, self.mos_pools)
             return
-        new_module = Linear(target, adapter_name, config, self.mos_pools, **layer_kwargs(target, config))
+        new_module = layer_cls(target, adapter_name, config, self.mos_pools, **layer_kwargs(target, config))
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)

@@ -107,7 +107,11 @@ case "$CHAT_FORMAT" in
 esac
 
 # Paths given by the caller are relative to the caller's directory; the defaults to the repository.
-abspath() { case "$1" in /*) printf '%s' "$1" ;; "~"/*) printf '%s' "$HOME/${1#\~/}" ;; *) printf '%s' "$PWD/$1" ;; esac; }
+abspath() {  # absolute and normalised (./ and ../ resolved, symlinks kept); ~/ is the home directory
+  local p=$1
+  case "$p" in "~"/*) p="$HOME/${p#\~/}" ;; /*) ;; *) p="$PWD/$p" ;; esac
+  realpath -ms -- "$p" 2>/dev/null || printf '%s' "$p"
+}
 looks_like_path() { [[ "$1" == /* || "$1" == .* || "$1" == "~"* || -e "$1" || "$1" == */*/* ]]; }
 if [ -n "${MODEL:-}" ] && looks_like_path "$MODEL"; then
   MODEL=$(abspath "$MODEL")

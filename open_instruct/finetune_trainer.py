@@ -12,7 +12,9 @@ loadable by stock PEFT; exported exactly for every method but lora), the method'
 ``<ft_mode>_adapter/`` (``mos_adapter/``, ``vera_adapter/``, ``tied_lora_adapter/``, ``prolora_adapter/``), the
 tokenizer, ``train_results.json``, ``eval_results.json``, ``all_results.json``, ``metrics.json``,
 ``trainer_state.json``, ``run.log``, and ``completed``, written last. ``--resume_from_checkpoint auto``
-continues from the newest ``checkpoint-*`` with the same index lists, optimizer state and data order.
+continues from the newest complete ``checkpoint-*`` (one cut off while being saved is skipped) with the same
+index lists, optimizer state and data order. A directory holding a completed run is refused unless
+``--overwrite_output_dir True``, which first removes everything the earlier run wrote there.
 """
 
 from __future__ import annotations
@@ -31,22 +33,26 @@ if __package__ in (None, ""):  # run as a script: python open_instruct/finetune_
 import torch
 import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+
+from open_instruct.run_dir import (
+    COMPLETED,
+    UsageError,
+    check_output_dir,
+    clear_output_dir,
+    model_path_problem,
+    resolve_resume,
+    tokenizer_path_problem,
+)
 
 logger = logging.getLogger("finetune_trainer")
 
 FT_MODES = ("lora", "vera", "tied_lora", "prolora", "mos")  # open_instruct.baselines.METHODS
-COMPLETED = "completed"
 MOS_SUBDIR = "mos_adapter"
 
 
 def native_adapter_subdir(ft_mode: str) -> str:
     """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
     return f"{ft_mode}_adapter"
-
-
-class UsageError(ValueError):
-    """A bad argument or input: reported as one clear line, without a traceback."""
 
 
 @dataclass
@@ -190,36 +196,20 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
     if not Path(data_args.train_file).is_file():
         raise UsageError(f"--train_file {data_args.train_file} does not exist. For SuperNI run "
                          "scripts/prepare_train_data.sh, or point TRAIN_FILE at your own JSONL.")
+    problem = model_path_problem(model_args.model_name_or_path) or tokenizer_path_problem(
+        model_args.tokenizer_name or model_args.model_name_or_path,
+        "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
+    if problem:
+        raise UsageError(problem)
+    if data_args.max_seq_length < 1:
+        raise UsageError(f"--max_seq_length must be a positive number of tokens, got {data_args.max_seq_length}")
+    if data_args.max_eval_samples is not None and data_args.max_eval_samples < 0:
+        raise UsageError(f"--max_eval_samples must be >= 0, got {data_args.max_eval_samples}")
     if mos_args.use_qlora:
         if not torch.cuda.is_available():
             raise UsageError("--use_qlora True needs a CUDA GPU (4-bit bitsandbytes); pass --use_qlora False on CPU.")
         if not _has_module("bitsandbytes"):
             raise UsageError("--use_qlora True needs bitsandbytes: pip install -r requirements-gpu.txt")
-
-
-def resolve_resume(training_args) -> str | None:
-    """``auto`` -> newest checkpoint in output_dir (or None); a path must exist."""
-    value = training_args.resume_from_checkpoint
-    if value in (None, "", "False", "false"):
-        return None
-    if value in ("auto", "True", "true"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None:
-            logger.info("resume_from_checkpoint=auto: no checkpoint in %s, starting fresh", training_args.output_dir)
-        return last
-    if not Path(value).is_dir():
-        raise UsageError(f"--resume_from_checkpoint {value} is not a directory; pass a checkpoint-* dir or 'auto'.")
-    return value
-
-
-def check_output_dir(training_args, resume: str | None) -> None:
-    out = Path(training_args.output_dir)
-    if (out / COMPLETED).exists() and not resume and not training_args.overwrite_output_dir:
-        raise UsageError(f"{out} already holds a completed run; choose another --output_dir or pass "
-                         "--overwrite_output_dir True to replace it.")
-    if not resume and out.is_dir() and get_last_checkpoint(str(out)):
-        logger.warning("%s holds checkpoints of an unfinished run; pass --resume_from_checkpoint auto to continue "
-                       "it. Starting fresh.", out)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -318,6 +308,16 @@ def add_adapter(model, mos_args, seed: int):
     return model
 
 
+def _expected_failures(fn, what: str, *args, **kwargs):
+    """Run ``fn``; a bad input it reports (unreadable file, bad data, a model or tokenizer that cannot load)
+    becomes a UsageError: one line, exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{what}: {first}" if what else first) from err
+
+
 def trainable_parameters(model) -> int:
     return model.get_nb_trainable_parameters()[0]
 
@@ -355,14 +355,30 @@ def gathered_trainable_parameters(model):
 
 
 def setup_logging(training_args) -> None:
+    """Log to stdout and (main process) output_dir/run.log until main() returns; other handlers are kept."""
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(sys.stdout)]
     if training_args.process_index == 0:
         handlers.append(logging.FileHandler(out / "run.log"))
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=handlers, force=True)
+    root = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    _RUN_LOG_HANDLERS[:] = handlers
     transformers.utils.logging.set_verbosity_warning()
+
+
+_RUN_LOG_HANDLERS: list[logging.Handler] = []
+
+
+def _close_run_logging() -> None:
+    """Detach this run's handlers, so that nothing later (another run in the same process) writes to its run.log."""
+    for handler in _RUN_LOG_HANDLERS:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    _RUN_LOG_HANDLERS.clear()
 
 
 def main(argv: list[str] | None = None, callbacks=None) -> int:
@@ -371,10 +387,13 @@ def main(argv: list[str] | None = None, callbacks=None) -> int:
         validate_args(model_args, data_args, mos_args, training_args)
         resume = resolve_resume(training_args)
         check_output_dir(training_args, resume)
+        clear_output_dir(training_args)
+        return train(model_args, data_args, mos_args, training_args, resume, callbacks)
     except UsageError as err:
         print(f"finetune_trainer: error: {err}", file=sys.stderr)
         return 2
-    return train(model_args, data_args, mos_args, training_args, resume, callbacks)
+    finally:
+        _close_run_logging()
 
 
 def train(model_args, data_args, mos_args, training_args, resume, callbacks=None) -> int:
@@ -398,22 +417,20 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
                 training_args.seed)
 
-    tokenizer = load_tokenizer(model_args)
+    tokenizer = _expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
     with training_args.main_process_first(desc="tokenizing"):
-        train_ds, eval_ds, stats = prepare_datasets(
-            data_args.train_file, tokenizer, data_args.max_seq_length,
+        train_ds, eval_ds, stats = _expected_failures(
+            prepare_datasets, "", data_args.train_file, tokenizer, data_args.max_seq_length,
             max_eval_samples=data_args.max_eval_samples, seed=42,
             do_eval=bool(training_args.do_eval and data_args.max_eval_samples),
             num_proc=data_args.preprocessing_num_workers or 1, max_train_samples=data_args.max_train_samples,
-            chat_format=data_args.chat_format, add_length_column=training_args.group_by_length)
+            chat_format=data_args.chat_format, add_length_column=training_args.group_by_length,
+            eval_fraction_if_too_few=0.1)
     logger.info("data: %s", json.dumps(stats))
 
-    model = load_model(model_args, mos_args, training_args)
-    try:
-        model = add_adapter(model, mos_args, training_args.seed)
-    except UsageError as err:
-        print(f"finetune_trainer: error: {err}", file=sys.stderr)
-        return 2
+    model = _expected_failures(load_model, f"cannot load the model {model_args.model_name_or_path}", model_args,
+                               mos_args, training_args)
+    model = add_adapter(model, mos_args, training_args.seed)
     n_trainable = trainable_parameters(model)
     logger.info("trainable parameters: %s", f"{n_trainable:,}")
     if mos_args.ft_mode == "mos":
@@ -427,6 +444,8 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume)
+    for stale in ("train_results.json", "eval_results.json", "all_results.json"):  # save_metrics merges into these
+        (output_dir / stale).unlink(missing_ok=True)
     metrics = dict(result.metrics)
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
                    dropped_examples=stats["num_dropped_no_trainable_tokens"])

@@ -82,7 +82,17 @@ def load_jsonl_examples(path: str | Path) -> list[dict[str, Any]]:
     always naming the file and the 1-based line (or record) number. An empty file is an error too.
     """
     path = _check_path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                         "the training file must be JSON lines in UTF-8 -- is it a binary or compressed file?"
+                         ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ValueError(f"{path}: line {line}: contains NUL bytes; the training file must be JSON lines text, "
+                         "not a binary file")
     examples: list[dict[str, Any]] = []
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:

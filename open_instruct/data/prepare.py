@@ -36,6 +36,24 @@ def _encode_row(example, tokenizer, max_seq_length, chat_format):
     return encoded
 
 
+def _check_replies(rows: list[dict[str, Any]], train_file) -> None:
+    """Warn about records whose replies are all empty; refuse a file where every reply is empty."""
+    def empty(row) -> bool | None:  # None: no reply at all (dropped later as having no trainable token)
+        if row["messages"] is None:
+            return not row["completion"].strip()
+        replies = [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+        return None if not replies else not any(r.strip() for r in replies)
+
+    flags = [empty(r) for r in rows]
+    n_empty, n_replies = sum(f is True for f in flags), sum(f is not None for f in flags)
+    if n_replies and n_empty == n_replies:
+        raise ValueError(f"{train_file}: every assistant reply / completion is empty, so training would learn only "
+                         "the end-of-sequence token; check the file's assistant messages (or completions)")
+    if n_empty:
+        logger.warning("%d of %d examples in %s have only empty replies; they teach only the end-of-sequence "
+                       "token", n_empty, len(rows), train_file)
+
+
 def _check_positive_int(name: str, value, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
@@ -46,6 +64,7 @@ def _check_positive_int(name: str, value, allow_none: bool = True) -> None:
 def prepare_datasets(train_file: str | Path, tokenizer, max_seq_length: int, max_eval_samples: int | None = None,
                      seed: int = 42, do_eval: bool = True, num_proc: int = 1, max_train_samples: int | None = None,
                      chat_format: str = "tulu", add_length_column: bool = False,
+                     eval_fraction_if_too_few: float | None = None,
                      ) -> tuple[Dataset, Dataset | None, dict[str, int]]:
     """Return ``(train_dataset, eval_dataset or None, stats)`` for ``train_file``.
 
@@ -54,9 +73,14 @@ def prepare_datasets(train_file: str | Path, tokenizer, max_seq_length: int, max
 
     * ``do_eval`` needs ``max_eval_samples`` (the original uses 1024): that many records, drawn with
       ``train_test_split(shuffle=True, seed=seed)``, form the eval set and are removed from training.
-      A ``max_eval_samples`` that would leave no training record raises ``ValueError`` (it is not capped).
+      A ``max_eval_samples`` that would leave no training record raises ``ValueError``, unless
+      ``eval_fraction_if_too_few`` is given: then that fraction of the records (at least one) is held out
+      instead, with a warning that says how many (a user's first small file with the default 1024).
     * ``max_train_samples`` keeps the first N training records after the split (as run_clm does).
     * ``chat_format``: ``"tulu"`` (the original's) or ``"tokenizer"`` (the tokenizer's chat template).
+
+    Records whose every reply (assistant message / completion) is empty teach only the end-of-sequence
+    token: a warning counts them, and a file with no non-empty reply at all raises ``ValueError``.
 
     ``stats`` counts: ``num_examples`` (records in the file), ``num_messages_format``,
     ``num_prompt_completion_format``, ``num_dropped_no_trainable_tokens``, ``num_at_max_seq_length``
@@ -78,6 +102,7 @@ def prepare_datasets(train_file: str | Path, tokenizer, max_seq_length: int, max
 
     examples = load_jsonl_examples(train_file)
     rows = [_normalize(e) for e in examples]
+    _check_replies(rows, train_file)
     n_messages = sum(r["messages"] is not None for r in rows)
     raw = Dataset.from_list(rows)
     del examples, rows
@@ -103,6 +128,13 @@ def prepare_datasets(train_file: str | Path, tokenizer, max_seq_length: int, max
 
     eval_dataset = None
     train_dataset = encoded
+    if do_eval and max_eval_samples >= len(encoded) and eval_fraction_if_too_few and len(encoded) >= 2:
+        held_out = max(1, int(len(encoded) * eval_fraction_if_too_few))
+        logger.warning("max_eval_samples=%d but %s has only %d usable examples: holding out %d (%d%%) for "
+                       "evaluation instead and training on %d; set --max_eval_samples (launcher: MAX_EVAL_SAMPLES) "
+                       "to choose", max_eval_samples, train_file, len(encoded), held_out,
+                       round(100 * eval_fraction_if_too_few), len(encoded) - held_out)
+        max_eval_samples = held_out
     if do_eval:
         if max_eval_samples >= len(encoded):
             raise ValueError(f"max_eval_samples={max_eval_samples} but only {len(encoded)} usable examples in "

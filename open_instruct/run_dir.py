@@ -1,0 +1,179 @@
+"""The trainer's output directory: which checkpoint a resume may use, what a replaced run leaves behind, and
+whether a model / tokenizer path can be loaded at all, each answered before any work is done.
+
+* :func:`last_complete_checkpoint` -- the newest ``checkpoint-N`` that was written to the end. The Trainer
+  writes ``trainer_state.json`` last, so a checkpoint interrupted while being saved (SIGINT, preemption, a full
+  disk) lacks it or holds a cut-off copy; such checkpoints are skipped, with the reason.
+* :func:`clear_previous_run` -- with ``--overwrite_output_dir``, the files and folders an earlier run of the
+  trainer (and the evaluators, in ``*_results/``) wrote there, removed by name so nothing of the old run is
+  read as part of the new one; anything else in the directory is left alone.
+* :func:`model_path_problem` / :func:`tokenizer_path_problem` -- a local path that does not exist, is not a
+  model, or holds no tokenizer, said in one line (instead of the hub client's "Repo id must be in the form").
+* :func:`resolve_resume`, :func:`check_output_dir`, :func:`clear_output_dir` -- the trainer's use of the above:
+  ``--resume_from_checkpoint auto``, the refusal of a completed run, ``--overwrite_output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("finetune_trainer")
+COMPLETED = "completed"  # written last by the trainer: the run finished and every output exists
+
+
+class UsageError(ValueError):
+    """A bad argument or input: reported as one clear line, without a traceback."""
+
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin",
+                "model.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken",
+                   "vocab.txt", "sentencepiece.bpe.model")
+
+# What a run of finetune_trainer (and the evaluators run by the launchers) writes into its output directory.
+RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+             "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "trainer_state.json",
+             "training_args.bin", "run.log", "completed", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+             "chat_template.jinja", "chat_template.json", "generation_config.json")
+RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from (a checkpoint written only in part), or ``None`` if it is complete."""
+    path = Path(path)
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (it is written last: the save was interrupted)"
+    try:
+        step = json.loads(state.read_text())["global_step"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "trainer_state.json is cut off or not the Trainer's (the save was interrupted)"
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        return f"no weights ({' / '.join(WEIGHT_FILES[:2])})"
+    match = CHECKPOINT.match(path.name)
+    if match and int(match.group(1)) != step:
+        return f"trainer_state.json records step {step}, not {match.group(1)}"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """``(newest complete checkpoint-N or None, ["checkpoint-M: why it was skipped", ...])``."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None, []
+    found = sorted((int(m.group(1)), p) for p in output_dir.iterdir()
+                   if p.is_dir() and (m := CHECKPOINT.match(p.name)))
+    skipped = []
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(f"{path.name}: {problem}")
+    return None, skipped
+
+
+def clear_previous_run(output_dir: str | Path) -> list[str]:
+    """Remove what an earlier run wrote into ``output_dir`` (by name); return the names removed."""
+    output_dir = Path(output_dir)
+    removed = []
+    if not output_dir.is_dir():
+        return removed
+    for path in sorted(output_dir.iterdir()):
+        if path.is_dir() and not path.is_symlink() and RUN_DIRS.match(path.name):
+            shutil.rmtree(path)
+        elif (path.is_file() or path.is_symlink()) and path.name in RUN_FILES:
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A local path rather than a hub id: absolute, ./ ../ ~, an existing path, or more than one '/'."""
+    return name.startswith(("/", ".", "~")) or Path(name).exists() or name.count("/") > 1
+
+
+def model_path_problem(name: str, flag: str = "--model_name_or_path") -> str | None:
+    """One line when ``name`` is meant as a local model directory but cannot be one."""
+    if not looks_like_local_path(name):
+        return None
+    path = Path(name).expanduser()
+    if not path.exists():
+        return (f"{flag} {name}: no such directory; give a model directory (config.json + weights) or a hub id "
+                "such as meta-llama/Llama-2-7b-hf")
+    if not path.is_dir():
+        return f"{flag} {name} is a file; give the model's directory (config.json + weights)"
+    if not (path / "config.json").is_file():
+        return f"{flag} {name} is not a model directory (no config.json); give the directory save_pretrained wrote"
+    return None
+
+
+def tokenizer_path_problem(name: str, flag: str = "--model_name_or_path") -> str | None:
+    """One line when the local directory ``name`` holds no tokenizer files."""
+    if not looks_like_local_path(name):
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir() and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        return (f"{flag} {name} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...); copy the base "
+                "model's tokenizer files into it or pass --tokenizer_name <dir or hub id>")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+def resolve_resume(training_args) -> str | None:
+    """``auto`` -> newest complete checkpoint in output_dir (or None); a path must be a complete checkpoint.
+
+    With ``--overwrite_output_dir`` the earlier run is replaced, so ``auto`` starts fresh.
+    """
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "False", "false"):
+        return None
+    if value in ("auto", "True", "true"):
+        if training_args.overwrite_output_dir:
+            return None
+        last, skipped = last_complete_checkpoint(training_args.output_dir)
+        for reason in skipped:
+            print(f"finetune_trainer: warning: not resuming from {reason}", file=sys.stderr)
+        if last is None:
+            logger.info("resume_from_checkpoint=auto: no complete checkpoint in %s, starting fresh",
+                        training_args.output_dir)
+        return None if last is None else str(last)
+    if not Path(value).is_dir():
+        raise UsageError(f"--resume_from_checkpoint {value} is not a directory; pass a checkpoint-* dir or 'auto'.")
+    problem = checkpoint_problem(value)
+    if problem:
+        raise UsageError(f"--resume_from_checkpoint {value} is incomplete ({problem}); pass an earlier checkpoint "
+                         "or 'auto' (the newest complete one).")
+    if training_args.overwrite_output_dir and Path(value).resolve().parent == Path(training_args.output_dir).resolve():
+        raise UsageError(f"--overwrite_output_dir True would delete {value} before resuming from it; drop one of them.")
+    return value
+
+
+def check_output_dir(training_args, resume: str | None) -> None:
+    """A completed run is never resumed or replaced without --overwrite_output_dir (which clears it first)."""
+    out = Path(training_args.output_dir)
+    if (out / COMPLETED).exists() and not training_args.overwrite_output_dir:
+        raise UsageError(f"{out} already holds a completed run (marked by {out / COMPLETED}); nothing to resume. "
+                         "Choose another --output_dir, or pass --overwrite_output_dir True to replace it.")
+    if not resume and not training_args.overwrite_output_dir and last_complete_checkpoint(out)[0] is not None:
+        logger.warning("%s holds checkpoints of an unfinished run; pass --resume_from_checkpoint auto to continue "
+                       "it. Starting fresh.", out)
+
+
+def clear_output_dir(training_args) -> None:
+    """--overwrite_output_dir: remove the earlier run's outputs (once, on the main process) before anything starts."""
+    if not training_args.overwrite_output_dir or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) != 0:
+        return
+    removed = clear_previous_run(training_args.output_dir)
+    if removed:
+        print(f"finetune_trainer: --overwrite_output_dir: removed the earlier run's {', '.join(removed)} from "
+              f"{training_args.output_dir}", file=sys.stderr)

@@ -133,12 +133,17 @@ def attach_adapter(model, adapter_path: str | Path):
     """
     from peft import PeftModel
 
-    read_adapter_config(adapter_path)
+    peft_type = str(read_adapter_config(adapter_path).get("peft_type", "")).upper()
     try:
         import open_instruct.baselines  # noqa: F401
         import open_instruct.mos  # noqa: F401
-    except ImportError:
-        pass
+    except ImportError as err:  # never hidden: a MoS / Tied-LoRA / PRoLoRA adapter cannot load without them
+        if peft_type not in ("LORA", "VERA"):
+            raise ImportError(f"--adapter_path {adapter_path} is a {peft_type} adapter, which needs this project's "
+                              f"open_instruct package, but importing it failed: {err}. Run from the repository root "
+                              "(or pip install -e .) and check that error.") from err
+        warnings.warn(f"importing open_instruct.mos / open_instruct.baselines failed ({err}); loading the "
+                      f"{peft_type} adapter with stock PEFT.", stacklevel=2)
     return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
 
 
@@ -247,7 +252,9 @@ def add_model_arguments(ap, batch_help: str = "prompts per forward pass") -> Non
 def parse_eval_args(parser, argv=None):
     args = parser.parse_args(argv)
     if args.eval_batch_size < 1:
-        raise SystemExit(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
+        from eval.cli import EvalInputError
+
+        raise EvalInputError(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
     return args
 
 

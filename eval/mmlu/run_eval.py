@@ -24,6 +24,7 @@ maps count only in ``average_acc``), and ``{subject}.csv``: the test rows plus `
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import warnings
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, run_cli
 from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import (
@@ -151,9 +153,31 @@ def list_subjects(data_dir: Path) -> list[str]:
 
 
 def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
-    """A headerless ``question,A,B,C,D,answer`` CSV, parsed with pandas defaults like the original."""
-    return pd.read_csv(require_file(data_dir / split / f"{subject}_{split}.csv", f"the MMLU {split} file"),
-                       header=None)
+    """A headerless ``question,A,B,C,D,answer`` CSV, parsed with pandas defaults like the original.
+
+    Every row must have the 6 fields and an answer A-D; anything else is an EvalInputError naming the file
+    and the row (a row scored with a missing field or a foreign answer would be silently wrong).
+    """
+    path = require_file(data_dir / split / f"{subject}_{split}.csv", f"the MMLU {split} file")
+    hint = "fix or re-download it (bash scripts/prepare_eval_data.sh)"
+    try:
+        df = pd.read_csv(path, header=None)
+    except pd.errors.EmptyDataError:
+        raise EvalInputError(f"{path} is empty; {hint}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise EvalInputError(f"{path} is not a readable CSV ({str(err).strip().splitlines()[-1]}); {hint}") from None
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [row for row in csv.reader(f) if row]
+    for i, row in enumerate(rows, start=1):
+        if len(row) != len(CHOICES) + 2:
+            raise EvalInputError(f"{path}: row {i} has {len(row)} fields, expected {len(CHOICES) + 2} (question, "
+                                 f"{', '.join(CHOICES)}, answer); {hint}")
+        if row[-1].strip() not in CHOICES:
+            raise EvalInputError(f"{path}: row {i} has the answer {row[-1]!r}, expected one of {', '.join(CHOICES)}; "
+                                 f"{hint}")
+    if len(rows) != len(df):
+        raise EvalInputError(f"{path}: pandas reads {len(df)} rows but the CSV has {len(rows)}; {hint}")
+    return df
 
 
 def run(args) -> dict:
@@ -163,9 +187,14 @@ def run(args) -> dict:
     if args.subjects:
         unknown = [s for s in args.subjects if s not in subjects]
         if unknown:
-            raise ValueError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: {subjects}")
+            raise EvalInputError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: {subjects}")
         subjects = list(args.subjects)
     chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+    check_save_dir(save_dir, args.overwrite)
+    splits = {}  # read and check every file before the model is loaded
+    for subject in subjects:
+        dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
+        splits[subject] = dev_df, read_split(data_dir, "test", subject)
 
     print(f"Loading {args.model_name_or_path}" + (f" with adapter {args.adapter_path}" if args.adapter_path else ""))
     model, tokenizer = load_hf_lm_and_tokenizer(
@@ -175,8 +204,7 @@ def run(args) -> dict:
 
     correct_by_subject = {}
     for subject in tqdm(subjects, desc="MMLU subjects"):
-        dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
-        test_df = read_split(data_dir, "test", subject)
+        dev_df, test_df = splits[subject]
         if args.n_instances and args.n_instances < test_df.shape[0]:
             test_df = test_df.sample(args.n_instances, random_state=42)
         correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
@@ -209,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_prompt_tokens", type=int, default=MAX_PROMPT_TOKENS,
                     help="dev shots are dropped while a prompt is longer than this (default 2048, the original)")
     add_model_arguments(ap, batch_help="prompts per forward pass")
+    add_overwrite_argument(ap)
     return ap
 
 
@@ -217,4 +246,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, read_json_file, run_cli
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.tydiqa.squad_metric import squad_scores
 from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
@@ -48,16 +49,24 @@ MAX_NEW_TOKENS = 50
 
 
 def load_goldp(path: Path, languages=None) -> list[dict]:
-    """Flatten a SQuAD-style file into ``{"id", "lang", "context", "question", "answers"}`` examples."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    """Flatten a SQuAD-style file into ``{"id", "lang", "context", "question", "answers"}`` examples.
+
+    A cut-off or non-JSON file, or one without the SQuAD layout, is an EvalInputError naming the file.
+    """
+    data = read_json_file(path, "the TyDiQA GoldP file")
     examples = []
-    for article in data["data"]:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                lang = qa["id"].split("-")[0]
-                if languages is None or lang in languages:
-                    examples.append({"id": qa["id"], "lang": lang, "context": paragraph["context"],
-                                     "question": qa["question"], "answers": qa["answers"]})
+    try:
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    lang = qa["id"].split("-")[0]
+                    if languages is None or lang in languages:
+                        examples.append({"id": qa["id"], "lang": lang, "context": paragraph["context"],
+                                         "question": qa["question"], "answers": qa["answers"]})
+    except (KeyError, TypeError, AttributeError) as err:
+        raise EvalInputError(f"{path} is not in the SQuAD layout of TyDiQA GoldP (data -> paragraphs -> qas with "
+                             f"id, question, answers; missing {err}); download it again with "
+                             "bash scripts/prepare_eval_data.sh") from None
     return examples
 
 
@@ -71,7 +80,7 @@ def sample_data(dev: list[dict], train: list[dict] | None, n_shot: int, max_per_
     languages = sorted({ex["lang"] for ex in dev})
     unknown = [lang for lang in languages if lang not in WITH_CONTEXT]
     if unknown:
-        raise ValueError(f"No prompt template for language(s) {unknown} (from the question id prefix); "
+        raise EvalInputError(f"No prompt template for language(s) {unknown} (from the question id prefix); "
                          f"known languages: {sorted(WITH_CONTEXT)}.")
     if max_per_lang:
         sampled = []
@@ -84,9 +93,13 @@ def sample_data(dev: list[dict], train: list[dict] | None, n_shot: int, max_per_
         by_lang = {lang: [ex for ex in train if ex["lang"] == lang] for lang in languages}
         for lang in languages:
             if len(by_lang[lang]) < n_shot:
-                raise ValueError(f"--n_shot {n_shot}: the train file has only {len(by_lang[lang])} {lang} "
+                raise EvalInputError(f"--n_shot {n_shot}: the train file has only {len(by_lang[lang])} {lang} "
                                  "examples; lower --n_shot or use the full train file.")
             demos[lang] = [dict(ex) for ex in rng.sample(by_lang[lang], n_shot)]
+            for demo in demos[lang]:
+                if not demo["answers"] or not str(demo["answers"][0].get("text", "")).strip():
+                    raise EvalInputError(f"the demo {demo['id']!r} drawn from the train file has no answer text, so "
+                                         "the prompt would teach an empty answer; fix or re-download the train file")
     return dev, languages, demos
 
 
@@ -149,7 +162,12 @@ def generate(args, prompts: list[str], tokenizer) -> list[str]:
 
 def run(args) -> dict:
     data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    check_save_dir(save_dir, args.overwrite)
     dev = load_goldp(require_file(data_dir / DEV_FILE, "the TyDiQA GoldP dev file"))
+    unanswered = [ex["id"] for ex in dev if not ex["answers"]]
+    if unanswered:
+        raise EvalInputError(f"{data_dir / DEV_FILE}: {len(unanswered)} question(s) have no gold answer (first: "
+                             f"{unanswered[0]!r}), so they cannot be scored; fix or re-download the file")
     languages = sorted({ex["lang"] for ex in dev})
     train = load_goldp(require_file(data_dir / TRAIN_FILE, "the TyDiQA GoldP train file (for --n_shot demos)"),
                        set(languages)) if args.n_shot > 0 else None
@@ -188,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM; if vLLM is not installed (or the "
                     "adapter is not plain LoRA) a warning is printed and Hugging Face generation is used")
     add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    add_overwrite_argument(ap)
     return ap
 
 
@@ -196,4 +215,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -1,0 +1,68 @@
+"""What every evaluator's command line shares: one clear line and exit code 2 for a bad input, and results that
+are never written over by accident.
+
+    if __name__ == "__main__":
+        run_cli(main)                      # EvalInputError / a missing data file -> "<prog>: error: ...", exit 2
+
+* :class:`EvalInputError` -- raised for a bad input (data file, argument), with a message naming the file,
+  the row or value, and the fix.
+* :func:`add_overwrite_argument` and :func:`check_save_dir` -- ``--save_dir`` that already holds results
+  (``metrics.json``) is refused unless ``--overwrite``; a training run directory (its own ``metrics.json``,
+  adapter and ``completed``) is refused always: results go into a subfolder such as ``<run>/mmlu_results``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RUN_DIR_MARKERS = ("completed", "adapter_config.json", "trainer_state.json")
+
+
+class EvalInputError(ValueError):
+    """A bad input to an evaluator, reported as one line (exit code 2) without a traceback."""
+
+
+def add_overwrite_argument(ap) -> None:
+    ap.add_argument("--overwrite", action="store_true", help="replace the results already in --save_dir "
+                    "(without it, a --save_dir holding metrics.json is refused)")
+
+
+def check_save_dir(save_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse a ``--save_dir`` whose results would be replaced (without ``overwrite``) or that is a training run."""
+    save_dir = Path(save_dir)
+    markers = [m for m in RUN_DIR_MARKERS if (save_dir / m).exists()]
+    if markers:
+        raise EvalInputError(f"--save_dir {save_dir} is a training run directory (it holds {', '.join(markers)}); "
+                             "write the results into a subfolder such as "
+                             f"{save_dir / 'mmlu_results'}")
+    if (save_dir / "metrics.json").exists() and not overwrite:
+        raise EvalInputError(f"--save_dir {save_dir} already holds results ({save_dir / 'metrics.json'}); pass "
+                             "--overwrite to replace them, or choose another --save_dir")
+    return save_dir
+
+
+def read_json_file(path: str | Path, what: str):
+    """``json.loads`` of a data file; a cut-off or non-JSON file is an EvalInputError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise EvalInputError(f"{path}: {what} is not UTF-8 text (byte offset {err.start}); download it again "
+                             "(bash scripts/prepare_eval_data.sh)") from None
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{path}: {what} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}): "
+                             "a cut-off download? Delete it and run bash scripts/prepare_eval_data.sh again") from None
+
+
+def run_cli(main, argv=None):
+    """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2."""
+    prog = getattr(main, "__module__", "__main__")
+    if prog == "__main__":  # python -m eval.<name>.run_eval: name the evaluator, not run_eval.py
+        prog = Path(sys.argv[0]).parent.name if Path(sys.argv[0]).name == "run_eval.py" else Path(sys.argv[0]).name
+    try:
+        return main(argv)
+    except (EvalInputError, FileNotFoundError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,6 +1,7 @@
 """MMLU and TyDiQA evaluators on bad inputs: one line naming the file / row and exit code 2, results never written
 over without --overwrite, and an adapter whose support cannot be imported is an error, not a silent fallback."""
 
+import copy
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from eval.cli import EvalInputError, run_cli
 from eval.mmlu import run_eval as mmlu
@@ -162,7 +164,8 @@ def test_attach_adapter_does_not_swallow_import_errors(tmp_path, monkeypatch, ti
     monkeypatch.setitem(sys.modules, "open_instruct.baselines", None)  # importing it raises ImportError
     with pytest.raises(ImportError, match="is a MOS adapter, which needs this project's open_instruct package"):
         attach_adapter(tiny_llama, adapter)
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2}))
+    lora = tmp_path / "lora"
+    get_peft_model(copy.deepcopy(tiny_llama), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(lora)
     with pytest.warns(UserWarning, match="importing open_instruct.mos / open_instruct.baselines failed"):
-        with pytest.raises(Exception):  # no weights in this adapter dir: stock PEFT then fails to load them
-            attach_adapter(tiny_llama, adapter)
+        model = attach_adapter(tiny_llama, lora)  # plain LoRA needs only stock PEFT: loaded, with a warning
+    assert isinstance(model, PeftModel)

@@ -4,7 +4,6 @@ bad inputs (model, tokenizer, training file) as one line with exit code 2."""
 import gzip
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback

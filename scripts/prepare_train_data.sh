@@ -16,14 +16,19 @@
 # script stops after a short connectivity check and says where to put the files. No network at all? The
 # repository ships a synthetic SuperNI-format sample: data/samples/natural-instructions (see its README).
 #
-# Environment: PYTHON (default .venv/bin/python, else python3), CHECK_TIMEOUT (seconds, default 10).
+# Environment: PYTHON (default .venv/bin/python, else python3), CHECK_TIMEOUT (seconds, default 10),
+# RAW_TRAIN_DIR (default data/raw_train), PROCESSED_DIR (default data/processed; the launchers' TRAIN_FILE
+# defaults live there). Relative paths are taken from the current directory.
 set -euo pipefail
+abspath() { case "$1" in /*) printf '%s' "$1" ;; *) printf '%s' "$PWD/$1" ;; esac; }
+[[ -z "${RAW_TRAIN_DIR:-}" ]] || RAW_TRAIN_DIR=$(abspath "$RAW_TRAIN_DIR")
+[[ -z "${PROCESSED_DIR:-}" ]] || PROCESSED_DIR=$(abspath "$PROCESSED_DIR")
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib_download.sh
 source scripts/lib_download.sh
 
-RAW=data/raw_train
-OUT=data/processed
+RAW=${RAW_TRAIN_DIR:-data/raw_train}
+OUT=${PROCESSED_DIR:-data/processed}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-10}
 ALL="super_ni cot flan_v2 code_alpaca"
 if [[ -z "${PYTHON:-}" ]]; then

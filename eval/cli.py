@@ -24,6 +24,23 @@ class EvalInputError(ValueError):
     """A bad input to an evaluator, reported as one line (exit code 2) without a traceback."""
 
 
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (a bad value is argparse's usage error, exit code 2)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def add_overwrite_argument(ap) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace the results already in --save_dir "
                     "(without it, a --save_dir holding metrics.json is refused)")

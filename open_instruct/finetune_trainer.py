@@ -205,6 +205,15 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
         raise UsageError(f"--max_seq_length must be a positive number of tokens, got {data_args.max_seq_length}")
     if data_args.max_eval_samples is not None and data_args.max_eval_samples < 0:
         raise UsageError(f"--max_eval_samples must be >= 0, got {data_args.max_eval_samples}")
+    for flag, value, low in (("--per_device_train_batch_size", training_args.per_device_train_batch_size, 1),
+                             ("--per_device_eval_batch_size", training_args.per_device_eval_batch_size, 1),
+                             ("--gradient_accumulation_steps", training_args.gradient_accumulation_steps, 1),
+                             ("--lora_r", mos_args.lora_r, 1), ("--max_train_samples", data_args.max_train_samples, 1)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
+    if not 0 <= mos_args.lora_dropout < 1 or not training_args.learning_rate > 0:
+        raise UsageError(f"--lora_dropout must be in [0, 1) and --learning_rate > 0; got {mos_args.lora_dropout} "
+                         f"and {training_args.learning_rate}")
     if mos_args.use_qlora:
         if not torch.cuda.is_available():
             raise UsageError("--use_qlora True needs a CUDA GPU (4-bit bitsandbytes); pass --use_qlora False on CPU.")

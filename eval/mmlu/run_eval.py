@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, run_cli
+from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, int_at_least, run_cli
 from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import (
@@ -228,13 +228,13 @@ def run(args) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ntrain", type=int, default=5, help="dev examples (shots) per prompt (default 5; launcher: 0)")
+    ap.add_argument("--ntrain", type=int_at_least(0), default=5, help="dev examples (shots) per prompt (default 5; launcher: 0)")
     ap.add_argument("--data_dir", default="data/eval/mmlu", help="folder with dev/ and test/ CSVs")
     ap.add_argument("--save_dir", default="results/mmlu", help="where metrics.json and <subject>.csv go")
     ap.add_argument("--subjects", nargs="*", help="subjects to evaluate (default: every <subject>_test.csv)")
-    ap.add_argument("--n_instances", type=int, default=None, help="at most this many test rows per subject "
+    ap.add_argument("--n_instances", type=int_at_least(1), default=None, help="at most this many test rows per subject "
                     "(sampled with random_state=42)")
-    ap.add_argument("--max_prompt_tokens", type=int, default=MAX_PROMPT_TOKENS,
+    ap.add_argument("--max_prompt_tokens", type=int_at_least(1), default=MAX_PROMPT_TOKENS,
                     help="dev shots are dropped while a prompt is longer than this (default 2048, the original)")
     add_model_arguments(ap, batch_help="prompts per forward pass")
     add_overwrite_argument(ap)

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, read_json_file, run_cli
+from eval.cli import (
+    EvalInputError,
+    add_overwrite_argument,
+    check_save_dir,
+    int_at_least,
+    read_json_file,
+    run_cli,
+)
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.tydiqa.squad_metric import squad_scores
 from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
@@ -198,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data/eval/tydiqa", help=f"folder with {DEV_FILE} and {TRAIN_FILE}")
     ap.add_argument("--save_dir", default="results/tydiqa", help="where metrics.json and the predictions go")
-    ap.add_argument("--max_num_examples_per_lang", type=int, default=None,
+    ap.add_argument("--max_num_examples_per_lang", type=int_at_least(1), default=None,
                     help="at most this many questions per language (sampled with seed 42)")
-    ap.add_argument("--n_shot", type=int, default=1, help="demos per language from the train file (default 1)")
+    ap.add_argument("--n_shot", type=int_at_least(0), default=1, help="demos per language from the train file (default 1)")
     ap.add_argument("--no_context", action="store_true", help="closed book: no passage in the prompt")
-    ap.add_argument("--max_context_length", type=int, default=512, help="passages are cut to this many tokens")
+    ap.add_argument("--max_context_length", type=int_at_least(0), default=512, help="passages are cut to this many tokens (0: not cut)")
     ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM; if vLLM is not installed (or the "
                     "adapter is not plain LoRA) a warning is printed and Hugging Face generation is used")
     add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")

@@ -169,3 +169,15 @@ def test_attach_adapter_does_not_swallow_import_errors(tmp_path, monkeypatch, ti
     with pytest.warns(UserWarning, match="importing open_instruct.mos / open_instruct.baselines failed"):
         model = attach_adapter(tiny_llama, lora)  # plain LoRA needs only stock PEFT: loaded, with a warning
     assert isinstance(model, PeftModel)
+
+
+@pytest.mark.parametrize("module,flag,value", [(mmlu, "--ntrain", "-1"), (mmlu, "--n_instances", "0"),
+                                               (mmlu, "--max_prompt_tokens", "0"),
+                                               (tydiqa, "--max_num_examples_per_lang", "-1"),
+                                               (tydiqa, "--n_shot", "-2"), (tydiqa, "--max_context_length", "x")])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, module, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--data_dir", str(tmp_path), "--model_name_or_path", NO_MODEL, f"{flag}={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and ("must be >=" in err or "expected an integer" in err)

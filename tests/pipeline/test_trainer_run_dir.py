@@ -214,6 +214,12 @@ def test_small_file_with_the_default_held_out_count(tiny_ckpt, data16, tmp_path)
 @pytest.mark.parametrize("extra,needle", [
     (["--max_seq_length", "-5"], "--max_seq_length must be a positive number of tokens, got -5"),
     (["--max_eval_samples", "-1"], "--max_eval_samples must be >= 0, got -1"),
+    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be >= 1, got 0"),
+    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be >= 1, got 0"),
+    (["--lora_r", "0"], "--lora_r must be >= 1, got 0"),
+    (["--max_train_samples", "0"], "--max_train_samples must be >= 1, got 0"),
+    (["--lora_dropout", "1.5"], "--lora_dropout must be in [0, 1)"),
+    (["--learning_rate=-1e-3"], "--learning_rate > 0"),
 ])
 def test_bad_numbers(tiny_ckpt, data16, tmp_path, capsys, extra, needle):
     assert finetune_trainer.main(_args(tiny_ckpt, data16, tmp_path / "o", "--max_steps", "1", *extra)) == 2

@@ -242,7 +242,7 @@ if [ "$EVAL_ONLY" = 0 ]; then
        die "training failed (exit $status) before any checkpoint was written; see $out/run.log (nothing to resume)"; }
 fi
 
-[ "$SKIP_EVAL" = 1 ] && { echo "[launcher] SKIP_EVAL=1: done, outputs in $out"; exit 0; }
+[ "$SKIP_EVAL" = 1 ] && { echo "[launcher] done (SKIP_EVAL=1: not evaluated): $out"; exit 0; }
 
 # The evaluations of the task, on the base model with the run's adapter; never over results already there.
 EVAL_MODEL_ARGS=(--model_name_or_path "$MODEL" --tokenizer_name_or_path "$MODEL" --adapter_path "$out"

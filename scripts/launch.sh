@@ -145,6 +145,11 @@ EVAL_DATA_DIR=${EVAL_DATA_DIR:-data/eval}
 OUTPUT_ROOT=${OUTPUT_ROOT:-$LAUNCHER_DIR/output}
 [ "$EVAL_ONLY" = 1 ] || [ -f "$TRAIN_FILE" ] \
   || die "TRAIN_FILE $TRAIN_FILE not found: run scripts/prepare_train_data.sh $TASK_DATASET or set TRAIN_FILE"
+if [ "$SKIP_EVAL" = 0 ]; then  # found out now, not after hours of training
+  for needed in $(task_eval_inputs); do
+    [ -e "$needed" ] || die "evaluation data $needed not found: run scripts/prepare_eval_data.sh, set EVAL_DATA_DIR, or SKIP_EVAL=1"
+  done
+fi
 
 export CUDA_VISIBLE_DEVICES=$GPU
 HAS_CUDA=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null) \

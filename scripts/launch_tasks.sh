@@ -31,6 +31,15 @@ task_setup() {
   TRAIN_FILE_DEFAULT=data/processed/$TASK_DATASET/${TASK_DATASET}_data.jsonl
 }
 
+task_eval_inputs() {  # the files / folders the task's evaluations read (checked before training starts)
+  case "$TASK" in
+    superni) echo "$EVAL_DATA_DIR/mmlu/test $EVAL_DATA_DIR/tydiqa/tydiqa-goldp-v1.1-dev.json" ;;
+    flan_v2) echo "$EVAL_DATA_DIR/bbh" ;;
+    cot) echo "$EVAL_DATA_DIR/gsm/test.jsonl" ;;
+    code) echo "$EVAL_DATA_DIR/codex_humaneval/HumanEval.jsonl.gz" ;;
+  esac
+}
+
 task_extra() {  # task_extra VAR: the words of an extra-flags variable (split, no globbing)
   local -a words=()
   read -r -a words <<<"${!1:-}"

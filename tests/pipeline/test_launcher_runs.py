@@ -7,6 +7,7 @@ and evaluators run in test_launcher_and_demo.py and tests/baselines/test_launche
 
 import os
 import shlex
+import shutil
 import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -46,8 +47,13 @@ def stub(tmp_path):
     path.chmod(0o755)
     train = tmp_path / "train.jsonl"
     train.write_text('{"prompt": "a", "completion": "b"}\n')
+    evaldata = tmp_path / "evaldata"
+    for sub in ("mmlu/test", "tydiqa", "bbh", "gsm", "codex_humaneval"):
+        (evaldata / sub).mkdir(parents=True)
+    for name in ("tydiqa/tydiqa-goldp-v1.1-dev.json", "gsm/test.jsonl", "codex_humaneval/HumanEval.jsonl.gz"):
+        (evaldata / name).write_text("")
     return {"PYTHON": str(path), "STUB_LOG": str(tmp_path / "calls.log"), "TRAIN_FILE": str(train),
-            "OUTPUT_ROOT": str(tmp_path / "output"), "REPORT_TO": "none"}
+            "OUTPUT_ROOT": str(tmp_path / "output"), "REPORT_TO": "none", "EVAL_DATA_DIR": str(evaldata)}
 
 
 def launch(env, launcher="ft_llama2_7b_superni_mmlu.sh", args=ARGS, cwd=None, **extra):
@@ -175,6 +181,7 @@ def test_relative_paths_are_taken_from_the_callers_directory(stub, tmp_path):
     (work / "models" / "tiny").mkdir(parents=True)
     (work / "data").mkdir()
     (work / "data" / "t.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    shutil.copytree(stub["EVAL_DATA_DIR"], work / "evaldata")
     env = {**stub, "MODEL": "models/tiny", "TRAIN_FILE": "data/t.jsonl", "EVAL_DATA_DIR": "evaldata",
            "OUTPUT_ROOT": "out"}
     proc = launch(env, cwd=work)
@@ -207,6 +214,19 @@ def test_bad_environment_overrides_are_one_line_errors(stub, var, value, needle)
     proc = launch(stub, **{var: value})
     assert proc.returncode == 2 and needle in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not calls(stub) and not runs(stub)
+
+
+@pytest.mark.parametrize("launcher,missing", [("ft_llama2_7b_superni_mmlu.sh", "tydiqa/tydiqa-goldp-v1.1-dev.json"),
+                                              ("ft_llama2_7b_flan_v2.sh", "bbh"),
+                                              ("ft_llama2_7b_cot_gsm8k.sh", "gsm/test.jsonl"),
+                                              ("ft_llama2_7b_code.sh", "codex_humaneval/HumanEval.jsonl.gz")])
+def test_missing_evaluation_data_stops_before_training(stub, launcher, missing):
+    path = Path(stub["EVAL_DATA_DIR"]) / missing
+    path.rmdir() if path.is_dir() else path.unlink()
+    proc = launch(stub, launcher=launcher)
+    assert proc.returncode == 2 and f"evaluation data {path} not found" in proc.stderr
+    assert not calls(stub) and not runs(stub)
+    assert launch(stub, launcher=launcher, SKIP_EVAL=1).returncode == 0  # training alone does not need it
 
 
 def test_max_eval_samples_zero_turns_held_out_evaluation_off(stub):

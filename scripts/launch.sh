@@ -207,6 +207,11 @@ else
   echo "[launcher] run directory: $out"
 fi
 
+if [ "$DRY_RUN" = 0 ] && command -v flock >/dev/null; then  # one launch per run directory at a time
+  exec 9>>"$out/.launcher.lock"   # held by this launch and its children, released when they exit (even by kill -9)
+  flock -n 9 || die "another launch is still running in $out (it holds $out/.launcher.lock); wait for it or stop it first"
+fi
+
 run_step() {  # run_step WHAT CMD...: print it in a dry run, else run it
   local what=$1; shift
   if [ "$DRY_RUN" = 1 ]; then printf '[dry-run] %s:' "$what"; printf ' %q' "$@"; printf '\n'; return 0; fi

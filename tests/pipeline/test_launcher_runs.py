@@ -141,6 +141,21 @@ def test_eval_only_runs_just_the_missing_evaluations(stub):
     assert (run / "mmlu_results" / "metrics.json").read_text() == '{"kept": 1}'
 
 
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock (util-linux) not installed")
+def test_a_run_directory_in_use_is_refused(stub):
+    import fcntl
+
+    launch(stub, STUB_TRAIN="fail_after_checkpoint")
+    (run,) = runs(stub)
+    n_calls = len(calls(stub))
+    with open(run / ".launcher.lock", "a") as lock:  # as a launch (or its trainer) still running there holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = launch(stub, RUN_DIR=run)
+        assert proc.returncode == 2 and f"another launch is still running in {run}" in proc.stderr
+        assert len(calls(stub)) == n_calls
+    assert launch(stub, RUN_DIR=run, SKIP_EVAL=1).returncode == 0  # released: the resume goes ahead
+
+
 def test_resume_with_other_arguments_is_refused(stub):
     launch(stub, STUB_TRAIN="fail_after_checkpoint")
     (run,) = runs(stub)

@@ -453,8 +453,9 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         callbacks=callbacks,
     )
     result = trainer.train(resume_from_checkpoint=resume)
-    for stale in ("train_results.json", "eval_results.json", "all_results.json"):  # save_metrics merges into these
-        (output_dir / stale).unlink(missing_ok=True)
+    if trainer.is_world_process_zero():  # save_metrics merges into these: start them from this run alone
+        for stale in ("train_results.json", "eval_results.json", "all_results.json"):
+            (output_dir / stale).unlink(missing_ok=True)
     metrics = dict(result.metrics)
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
                    dropped_examples=stats["num_dropped_no_trainable_tokens"])

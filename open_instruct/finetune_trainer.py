@@ -201,6 +201,10 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
         "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
     if problem:
         raise UsageError(problem)
+    out = Path(training_args.output_dir).expanduser()
+    if (out / "config.json").is_file():  # runs never write a config.json: this is a model (maybe the base model)
+        raise UsageError(f"--output_dir {out} holds a model (config.json); the run's adapter, tokenizer and "
+                         "checkpoints would be written over its files. Choose a new directory.")
     if data_args.max_seq_length < 1:
         raise UsageError(f"--max_seq_length must be a positive number of tokens, got {data_args.max_seq_length}")
     if data_args.max_eval_samples is not None and data_args.max_eval_samples < 0:

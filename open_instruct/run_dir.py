@@ -42,7 +42,7 @@ RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.
              "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "trainer_state.json",
              "training_args.bin", "run.log", "completed", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-             "chat_template.jinja", "chat_template.json", "generation_config.json")
+             "chat_template.jinja", "chat_template.json")
 RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
 
 

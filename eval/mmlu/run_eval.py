@@ -195,6 +195,10 @@ def run(args) -> dict:
     for subject in subjects:
         dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
         splits[subject] = dev_df, read_split(data_dir, "test", subject)
+    if args.overwrite:  # --overwrite: the earlier results stop counting now; none of them is left beside the new
+        (save_dir / "metrics.json").unlink(missing_ok=True)
+        for stale in set(list_subjects(data_dir)) - set(subjects):
+            (save_dir / f"{stale}.csv").unlink(missing_ok=True)
 
     print(f"Loading {args.model_name_or_path}" + (f" with adapter {args.adapter_path}" if args.adapter_path else ""))
     model, tokenizer = load_hf_lm_and_tokenizer(

@@ -70,8 +70,11 @@ def test_save_dir_with_results_is_refused_without_overwrite(tmp_path, tiny_check
     with pytest.raises(EvalInputError, match="already holds results.*--overwrite"):
         run_mmlu(data, save)
     assert json.loads((save / "metrics.json").read_text()) == {"average_acc": 0.5}
-    metrics = run_mmlu(data, save, tiny_checkpoint, "--overwrite")
+    pd.DataFrame(ROWS).to_csv(data / "test" / "virology_test.csv", header=False, index=False)
+    (save / "virology.csv").write_text("an earlier run's rows")
+    metrics = run_mmlu(data, save, tiny_checkpoint, "--overwrite", "--subjects", "anatomy")
     assert json.loads((save / "metrics.json").read_text()) == metrics and "average_acc" in metrics
+    assert sorted(p.name for p in save.iterdir()) == ["anatomy.csv", "metrics.json"]  # no stale subject left
 
 
 def test_training_run_directory_is_never_a_save_dir(tmp_path):

@@ -224,3 +224,13 @@ def test_small_file_with_the_default_held_out_count(tiny_ckpt, data16, tmp_path)
 def test_bad_numbers(tiny_ckpt, data16, tmp_path, capsys, extra, needle):
     assert finetune_trainer.main(_args(tiny_ckpt, data16, tmp_path / "o", "--max_steps", "1", *extra)) == 2
     _one_line_error(capsys, needle)
+
+
+def test_output_dir_holding_a_model_is_refused(tiny_ckpt, data16, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_ckpt, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    for extra in ([], ["--overwrite_output_dir", "True"]):  # e.g. --output_dir = --model_name_or_path
+        assert finetune_trainer.main(_args(model, data16, model, "--max_steps", "1", *extra)) == 2
+        _one_line_error(capsys, f"--output_dir {model} holds a model (config.json)")
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before

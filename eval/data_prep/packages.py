@@ -57,6 +57,13 @@ class Archive:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        try:
+            self._open()
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
+            raise PackageError(f"{self.path} is not a valid package archive ({err}); delete it so that it is "
+                               "downloaded again.") from None
+
+    def _open(self) -> None:
         if self.path.suffix == ".whl" or self.path.suffix == ".zip":
             self._zip = zipfile.ZipFile(self.path)
             self._tar = None

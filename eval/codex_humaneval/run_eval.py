@@ -120,7 +120,7 @@ def generate_samples(args, problems: list[dict]) -> list[dict]:
     chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
     prompts = [make_prompt(p, chat_fn, tokenizer) for p in problems]
     outputs = sampled_outputs(args, prompts, tokenizer, args.unbiased_sampling_size_n, args.temperature, TOP_P,
-                              MAX_NEW_TOKENS, STOP_SEQUENCES, seed=args.seed)
+                              args.max_new_tokens, STOP_SEQUENCES, seed=args.seed)
     return [{"task_id": p["task_id"], "prompt": prompt, "completion": c}
             for p, prompt, completions in zip(problems, prompts, outputs) for c in completions]
 
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--unbiased_sampling_size_n", type=int, default=20, help="samples per problem (default 20)")
     ap.add_argument("--temperature", type=float, default=0.1, help="sampling temperature (0: greedy)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
     ap.add_argument("--completions_file", default=None, help="score these completions (JSONL of task_id, "
                     "completion) instead of generating; no model needed")
     ap.add_argument("--timeout", type=float, default=3.0, help="wall-clock seconds per program (default 3)")

@@ -151,3 +151,43 @@ def test_bad_completions_file_is_one_line_exit_2(problems_file, tmp_path, capsys
         humaneval.main(["--data_file", str(problems_file), "--completions_file", str(bad), "--save_dir",
                         str(tmp_path / "x"), "--allow_weak_sandbox"])
     assert exc.value.code == 2 and "Nope/1" in capsys.readouterr().err
+
+
+def test_generation_on_tiny_model(sandbox, problems_file, tmp_path, tiny_checkpoint):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from eval.templates import create_prompt_with_tulu_chat_format
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    common = ["--data_file", str(problems_file), "--model_name_or_path", str(tiny_checkpoint), "--max_num_examples",
+              "2", "--max_new_tokens", "12", "--eval_batch_size", "2", "--n_workers", "2"]
+    # temperature 0: n identical greedy completions, equal to single-prompt decoding cut at the stop sequences
+    metrics = humaneval.main(common + ["--save_dir", str(tmp_path / "g"), "--temperature", "0",
+                                       "--unbiased_sampling_size_n", "2", "--eval_pass_at_ks", "1", "2", "5"])
+    assert set(metrics) == {"pass@1", "pass@2"}  # pass@5 needs n >= 5
+    samples = [json.loads(line) for line in (tmp_path / "g" / "codex_eval_predictions.jsonl").open()]
+    assert [s["task_id"] for s in samples] == ["Tiny/0", "Tiny/0", "Tiny/1", "Tiny/1"]
+    for s, problem in zip(samples[::2], PROBLEMS):
+        ids = tokenizer(problem["prompt"], return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        cuts = [text.find(stop) for stop in humaneval.STOP_SEQUENCES if stop in text]
+        assert s["prompt"] == problem["prompt"] and s["completion"] == text[:min(cuts, default=len(text))]
+    assert samples[0]["completion"] == samples[1]["completion"]
+    results = results_of(tmp_path / "g")
+    assert metrics["pass@1"] == pytest.approx(sum(r["passed"] for r in results) / 4)
+    # sampling: n samples per problem, reproducible with the seed; chat prompts in the original's wording
+    runs = []
+    for name in ("s1", "s2"):
+        humaneval.main(common + ["--save_dir", str(tmp_path / name), "--temperature", "0.8",
+                                 "--unbiased_sampling_size_n", "3", "--use_chat_format",
+                                 "--chat_formatting_function", "tulu"])
+        runs.append([json.loads(line) for line in (tmp_path / name / "codex_eval_predictions.jsonl").open()])
+    assert runs[0] == runs[1] and len(runs[0]) == 6
+    assert runs[0][0]["prompt"] == create_prompt_with_tulu_chat_format(
+        [{"role": "user", "content": "Complete the following python function.\n\n\n" + PROBLEMS[0]["prompt"]}],
+        tokenizer) + "Here is the completed function:\n\n\n" + PROBLEMS[0]["prompt"]

@@ -14,7 +14,7 @@
 # Everything lands in demo_output/<timestamp>/ (earlier demos are left alone). Overrides for a faster or
 # different run: DEMO_MODEL (a checkpoint dir; skips the SmolLM2 download), DEMO_STEPS (default 20),
 # DEMO_MOS="r e p c" (default "8 2 1 4"), DEMO_LR (1e-3), DEMO_OUT, SKIP_BOOTSTRAP=1 (use the current python),
-# DEMO_MMLU_PER_SUBJECT (questions per MMLU subject, default 3), DEMO_MMLU=samples (skip real MMLU).
+# DEMO_MMLU_PER_SUBJECT (questions per MMLU subject, default 2), DEMO_MMLU=samples (skip real MMLU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -45,7 +45,7 @@ ln -sfn "$PWD/data/samples/natural-instructions" "$OUT/raw/super_ni"
 "$PYTHON" open_instruct/reformat_datasets.py --raw_data_dir "$OUT/raw" --output_dir "$OUT/processed" \
   --dataset super_ni --seed 42
 
-PER_SUBJECT=${DEMO_MMLU_PER_SUBJECT:-3}
+PER_SUBJECT=${DEMO_MMLU_PER_SUBJECT:-2}
 MMLU_DIR=data/samples/mmlu
 MMLU_SUBSET=()
 if [ "${DEMO_MMLU:-real}" != samples ]; then

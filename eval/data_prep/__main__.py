@@ -76,6 +76,8 @@ def main(argv=None) -> None:
             if len(words) != 2 or words[1] not in SETS or not args.source:
                 raise ValueError(f"usage: {words[0]} SET --source TEXT (SET one of {sorted(SETS)})")
             folder, label, _, _ = SETS[words[1]]
+            if words[1] == "bbh":
+                label = "BBH"  # downloaded from the BBH repository (or copied by hand): the real BBH
             if words[0] == "finalize":
                 manifest = store.finalize(out, folder, label, args.source)
             else:

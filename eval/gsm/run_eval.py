@@ -109,7 +109,9 @@ def run(args) -> dict:
     if args.n_shot < 0:
         raise ValueError(f"--n_shot must be >= 0, got {args.n_shot}.")
     examples = read_jsonl(data_dir / "test.jsonl", "the GSM8K test file (test.jsonl)")
-    for ex in examples:
+    for i, ex in enumerate(examples, 1):
+        if not isinstance(ex, dict) or not {"question", "answer"} <= set(ex):
+            raise ValueError(f"{data_dir / 'test.jsonl'} line {i}: expected an object with question and answer.")
         gold_answer(ex["answer"])
     if args.max_num_examples and len(examples) > args.max_num_examples:
         examples = random.Random(42).sample(examples, args.max_num_examples)

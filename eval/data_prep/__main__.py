@@ -49,7 +49,7 @@ def build(names: list[str], out: Path, cache: Path) -> None:
             print(f"{name}: already in place, not rebuilt ({manifest.get('source')})")
             continue
         source = " + ".join(source_name(p) for p in packages) + " (offline fallback; not the original download)"
-        manifest = store.build_atomically(out, folder, label, source, lambda tmp: builder(tmp, cache))
+        manifest = store.build_atomically(out, folder, label, source, lambda tmp, build=builder: build(tmp, cache))
         print(summary_line(name, manifest))
     write_index(out)
 

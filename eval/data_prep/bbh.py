@@ -6,7 +6,8 @@ up to 250 examples, put into BBH's input format (the question, then "Options:" w
 "- Yes"/"- No" lines) with BBH's answer format ("(B)", "Yes", "valid", "yes", a number, a word list...).
 boolean_expressions, multistep_arithmetic_two and web_of_lies exist in BIG-bench only as generators and are
 left out. The chain-of-thought prompts (3 exemplars per task, BBH's own) come from ``deepeval``; each prompt
-file gets a two-line header like the original files, which the evaluator skips.
+file gets a two-line header like the original files, which the evaluator skips. Examples that a prompt shows
+as exemplars are left out of that task's sample.
 
 The result is an approximation: other examples, other option orders. It is labelled
 "BBH (rebuilt from BIG-bench)" wherever it is shown and must not be compared with published BBH numbers.
@@ -122,11 +123,29 @@ TASKS = {
 }
 
 
-def convert_task(bbh_task: str, task_json: dict, per_task: int = PER_TASK, seed: int = SEED) -> list[dict]:
+def _key(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _question(text: str) -> str:
+    return _key(text.split("\nOptions:")[0])
+
+
+def is_exemplar(example: dict, exemplar_questions: list[str], shared: set[str]) -> bool:
+    """Whether a converted example is one of the prompt's exemplars: the same input, or (when the question
+    part is not a header shared by many examples) the same question with the options in another order."""
+    full = {_key(q) for q in exemplar_questions}
+    parts = {_question(q) for q in exemplar_questions}
+    question = _question(example["input"])
+    return _key(example["input"]) in full or (question in parts and question not in shared)
+
+
+def convert_task(bbh_task: str, task_json: dict, per_task: int = PER_TASK, seed: int = SEED,
+                 cot_prompt: str = "") -> list[dict]:
     """A fixed-seed sample of up to ``per_task`` examples of one task, in BBH's format.
 
-    Examples the converter cannot read (no single correct choice, another layout) are left out before
-    sampling.
+    Examples the converter cannot read (no single correct choice, another layout) and the examples that the
+    chain-of-thought prompt already shows as exemplars (``cot_prompt``) are left out before sampling.
     """
     _, convert = TASKS[bbh_task]
     rng = random.Random(f"{seed}-{bbh_task}")
@@ -136,6 +155,13 @@ def convert_task(bbh_task: str, task_json: dict, per_task: int = PER_TASK, seed:
             converted.append(convert(example, task_json, rng))
         except (ValueError, KeyError, TypeError):
             continue
+    exemplars = re.findall(r"^Q: (.*?)\nA:", cot_prompt, flags=re.DOTALL | re.MULTILINE)
+    if exemplars:
+        counts: dict[str, int] = {}
+        for ex in converted:
+            counts[_question(ex["input"])] = counts.get(_question(ex["input"]), 0) + 1
+        shared = {q for q, n in counts.items() if n > 1}
+        converted = [ex for ex in converted if not is_exemplar(ex, exemplars, shared)]
     if not converted:
         raise PackageError(f"BIG-bench task {TASKS[bbh_task][0]} gave no usable example for {bbh_task}.")
     return rng.sample(converted, per_task) if len(converted) > per_task else converted
@@ -145,15 +171,16 @@ def build_bbh(out: Path, cache: Path, per_task: int = PER_TASK) -> None:
     """``out/bbh/<task>.json`` ({"examples": [{"input", "target"}]}) and ``out/cot-prompts/<task>.txt``."""
     (out / "bbh").mkdir(parents=True)
     (out / "cot-prompts").mkdir()
+    cot_prompts = {}
     with Archive(fetch("deepeval", cache)) as prompts:
         for task in TASKS:
-            text = prompts.read(f"{COT_ROOT}{task}.txt").decode("utf-8")
+            text = cot_prompts[task] = prompts.read(f"{COT_ROOT}{task}.txt").decode("utf-8")
             header = f"{LABEL}: chain-of-thought prompt of the BBH task {task} (from the deepeval package)\n-----\n"
             (out / "cot-prompts" / f"{task}.txt").write_text(header + text.strip() + "\n", encoding="utf-8")
     with Archive(fetch("bigbench", cache)) as bigbench:
         for task, (source, _) in TASKS.items():
             task_json = json.loads(bigbench.read(f"{BIGBENCH_ROOT}{source}/task.json"))
-            examples = convert_task(task, task_json, per_task)
+            examples = convert_task(task, task_json, per_task, cot_prompt=cot_prompts[task])
             (out / "bbh" / f"{task}.json").write_text(json.dumps({"examples": examples}, indent=1,
                                                                  ensure_ascii=False), encoding="utf-8")
     (out / "README.txt").write_text(

@@ -251,3 +251,17 @@ def test_prepare_eval_data_script_offline(tmp_path, cache):
     manifest = json.loads((tmp_path / "eval" / "mmlu" / "MANIFEST.json").read_text())
     assert "found in place" in manifest["source"] and manifest["files"]["test/x_test.csv"]["rows"] == 1
     assert run("nonsense").returncode == 2
+
+
+def test_bbh_leaves_out_the_prompt_exemplars():
+    task = {"examples": [{"input": f"Is {w} red?", "target_scores": {"yes": 1, "no": 0}} for w in "abcdef"]}
+    prompt = ("Header.\n\nQ: Is b red?\nOptions:\n(A) no\n(B) yes\nA: Let's think step by step.\nSo the answer is "
+              "(B).\n\nQ: Is  e red?\nOptions:\n(A) yes\n(B) no\nA: So the answer is (A).")
+    kept = bbh.convert_task("ruin_names", task, per_task=10, cot_prompt=prompt)
+    assert sorted(ex["input"].split("\n")[0] for ex in kept) == ["Is a red?", "Is c red?", "Is d red?", "Is f red?"]
+    # a header shared by all examples (hyperbaton-style) is not a match by itself; the same options are
+    shared = {"examples": [{"input": f'Which sentence has the correct adjective order: a " {x} " b " {y} " ?',
+                            "target_scores": {"a": 1, "b": 0}} for x, y in [("big red", "red big"), ("old tan", "tan old")]]}
+    prompt = ("Q: Which sentence has the correct adjective order:\nOptions:\n(A) big red\n(B) red big\nA: (A)")
+    kept = bbh.convert_task("hyperbaton", shared, cot_prompt=prompt)
+    assert [ex["input"].splitlines()[-2] for ex in kept] == ["(A) old tan"]

@@ -62,7 +62,7 @@ ln -sfn "$PWD/$MMLU_DIR" "$OUT/eval_data/mmlu"
 ln -sfn "$PWD/data/samples/tydiqa" "$OUT/eval_data/tydiqa"
 if [ "$MMLU_DIR" = data/eval/mmlu ]; then
   n_subjects=$(find "$MMLU_DIR/test" -name '*_test.csv' | wc -l)
-  echo "[demo] MMLU: the real benchmark, a fixed subset of $PER_SUBJECT questions in each of its $n_subjects subjects" \
+  echo "[demo] MMLU: the real benchmark, a fixed subset of $PER_SUBJECT question(s) in each of its $n_subjects subjects" \
        "($((PER_SUBJECT * n_subjects)) questions, sampled with random_state=42), 0-shot"
 else
   echo "[demo] MMLU: the shipped samples (75 MMLU-style questions written for this project; not the benchmark)"

@@ -4,9 +4,10 @@ Every program gets its own process tree, started through Debian's bubblewrap (``
 
 * ``--unshare-all``: no network (own, empty network namespace), own PID/IPC/UTS namespaces, so every process
   the program starts dies with it (``--die-with-parent``; the PID namespace's init is killed last);
-* a read-only view of the system (``/usr``, ``/lib*``, ``/bin`` and the interpreter's prefix), a private
-  ``/tmp`` and, read-write, only a fresh temporary directory (``/sandbox``, the working directory), which is
-  deleted afterwards: nothing outside it can be written or deleted;
+* a read-only view of the system (``/usr``, ``/lib*``, ``/bin`` and the interpreter's prefix); the only
+  writable places are a fresh, size-limited in-memory working directory (``/sandbox``, holding a read-only
+  copy of the program) and a private, size-limited ``/tmp``, both gone when it ends: nothing on the host
+  can be written or deleted, and the disk cannot be filled;
 * a clean environment (``--clearenv``; only PATH, HOME, LANG and PYTHON* settings that keep Python quiet);
 * resource limits set with util-linux ``prlimit``: CPU seconds, address space (memory), processes, file
   size; run as root, each program also runs under an unprivileged user id of its own (taken in turn from a
@@ -54,6 +55,7 @@ class Limits:
     memory_mb: int = 2048         # address space
     max_processes: int = 32       # processes/threads of this program (root: its own uid)
     max_file_mb: int = 64         # largest file it may write
+    disk_mb: int = 128            # size of each of its in-memory /sandbox and /tmp
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,15 @@ class Sandbox:
     # ------------------------------------------------------------------------------------------- commands
 
     def _bwrap_args(self, workdir: str) -> list[str]:
+        size = str(self.limits.disk_mb << 20)
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--proc", "/proc",
-                "--dev", "/dev", "--tmpfs", "/tmp"]
+                "--dev", "/dev", "--size", size, "--tmpfs", "/tmp"]
         prefix = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))  # e.g. /usr, /opt/python3.11
         for path in dict.fromkeys((*SYSTEM_DIRS, prefix)):
             if os.path.exists(path):
                 args += ["--ro-bind", path, path]
-        args += ["--bind", workdir, "/sandbox", "--chdir", "/sandbox", "--clearenv"]
+        args += ["--size", size, "--tmpfs", "/sandbox", "--ro-bind", os.path.join(workdir, "program.py"),
+                 "/sandbox/program.py", "--chdir", "/sandbox", "--clearenv"]
         for key, value in self._env("/sandbox").items():
             args += ["--setenv", key, value]
         return args

@@ -102,6 +102,7 @@ def test_hostile_programs_each_fail_alone(sandbox, problems_file, tmp_path):
                  f"time.sleep(300)', '{marker}'], start_new_session=True)\n    return None\n",
         "write_outside": f"    open({str(victim)!r}, 'w').write('pwned')\n    return a + b\n",
         "delete_outside": f"    import os\n    os.remove({str(victim)!r})\n    return a + b\n",
+        "fill_disk": "    for i in range(64):\n        open(f'f{i}', 'wb').write(b'x' * (32 << 20))\n    return a + b\n",
         "huge_alloc": "    x = bytearray(1 << 40)\n    return a + b\n",
         "growing_alloc": "    x = [b'x' * (1 << 20) for _ in range(1 << 14)]\n    return a + b\n",
         "socket": f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    return a + b\n",

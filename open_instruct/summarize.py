@@ -1,6 +1,7 @@
 """Summaries of finetuning runs: one row per run with losses, benchmark scores and hyperparameters.
 
-Shared logic behind the top-level ``mmlu_summarize.py`` and ``tydiqa_summarize.py``.
+Shared logic behind the top-level ``mmlu_summarize.py``, ``tydiqa_summarize.py``, ``bbh_summarize.py``,
+``gsm_summarize.py`` and ``codex_summarize.py``.
 
 Compared with the original summarizers (same scan, same first columns) this adds: the hyperparameters
 parsed from the launcher's directory names (r, seed, lr, ft_mode, p, e, c), the trainable-parameter count
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +42,13 @@ RUN_NAME = re.compile(
 
 @dataclass(frozen=True)
 class Benchmark:
-    """What a summarizer reads: ``<run>/<results_dir>/metrics.json`` turned into score columns."""
+    """What a summarizer reads: ``<run>/<results_dir>/metrics.json`` turned into score columns.
+
+    ``parts``: for evaluations run more than once per run (BBH with and without CoT, HumanEval pass1 and
+    pass10), the results folders; ``extract`` then gets ``{part: metrics or None}`` and a run is skipped only
+    when none of them has a metrics.json. ``label_file``: a JSON file in a results folder whose "name" goes
+    into a ``dataset`` column (BBH: "BBH (rebuilt from BIG-bench)" when built offline).
+    """
 
     name: str
     results_dir: str
@@ -47,6 +56,12 @@ class Benchmark:
     extract: Callable[[dict], dict]  # metrics.json -> {score column: value}; KeyError when a key is missing
     plot_column: str
     default_csv: str
+    parts: tuple[str, ...] = ()
+    label_file: str | None = None
+
+    @property
+    def metrics_paths(self) -> tuple[str, ...]:
+        return tuple(f"{part}/metrics.json" for part in (self.parts or (self.results_dir,)))
 
 
 def _mmlu_scores(metrics: dict) -> dict:
@@ -60,10 +75,30 @@ def _tydiqa_scores(metrics: dict) -> dict:
     return {"f1": metrics["average"]["f1"], "em": metrics["average"]["exact_match"]}
 
 
+def _bbh_scores(by_part: dict) -> dict:
+    return {f"BBH_{part.rsplit('/', 1)[1]}_em": (m["average_exact_match"] if m is not None else None)
+            for part, m in by_part.items()}
+
+
+def _gsm_scores(metrics: dict) -> dict:
+    return {"GSM_em": metrics["exact_match"]}
+
+
+def _codex_scores(by_part: dict) -> dict:
+    pass1, pass10 = by_part["codex_results/pass1"], by_part["codex_results/pass10"]
+    return {"pass@1": pass1["pass@1"] if pass1 is not None else None,
+            "pass@10": pass10["pass@10"] if pass10 is not None else None}
+
+
 MMLU = Benchmark("MMLU", "mmlu_results", ("MMLU_acc_STEM", "MMLU_acc_humanities", "MMLU_acc_socialsciences",
                                           "MMLU_acc_other", "MMLU_acc"), _mmlu_scores, "MMLU_acc",
                  "mmlu_summary.csv")
 TYDIQA = Benchmark("TyDiQA", "tydiqa_results", ("f1", "em"), _tydiqa_scores, "f1", "tydiqa_summary.csv")
+BBH = Benchmark("BBH", "bbh_results", ("BBH_cot_em", "BBH_no_cot_em"), _bbh_scores, "BBH_cot_em", "bbh_summary.csv",
+                parts=("bbh_results/cot", "bbh_results/no_cot"), label_file="dataset.json")
+GSM = Benchmark("GSM8K", "gsm_results", ("GSM_em",), _gsm_scores, "GSM_em", "gsm_summary.csv")
+CODEX = Benchmark("HumanEval", "codex_results", ("pass@1", "pass@10"), _codex_scores, "pass@1",
+                  "codex_summary.csv", parts=("codex_results/pass1", "codex_results/pass10"))
 
 
 class SkipRun(Exception):
@@ -111,12 +146,21 @@ def summarize_run(run_dir: Path, benchmark: Benchmark, output_root: Path) -> dic
     """One row for a run directory (raises SkipRun with the reason when its scores cannot be read)."""
     trained = (run_dir / "all_results.json").is_file()
     all_results = read_json(run_dir / "all_results.json", "all_results.json") if trained else {}
-    what = f"{benchmark.results_dir}/metrics.json"
-    metrics = read_json(run_dir / benchmark.results_dir / "metrics.json", what)
+    if benchmark.parts:
+        found = {p: run_dir / p / "metrics.json" for p in benchmark.parts}
+        if not any(path.is_file() for path in found.values()):
+            raise SkipRun("missing " + " and ".join(benchmark.metrics_paths))
+        what = " / ".join(benchmark.metrics_paths)
+        metrics = {p: read_json(path, f"{p}/metrics.json") if path.is_file() else None for p, path in found.items()}
+    else:
+        what = f"{benchmark.results_dir}/metrics.json"
+        metrics = read_json(run_dir / benchmark.results_dir / "metrics.json", what)
     try:
         scores = benchmark.extract(metrics)
     except (KeyError, TypeError) as err:
         raise SkipRun(f"{what} has no {err} entry") from err
+    if benchmark.label_file:
+        scores["dataset"] = _dataset_label(run_dir, benchmark)
     runtime = all_results.get("train_runtime")
     row = {"dir": run_dir.name, "train_loss": all_results.get("train_loss"),
            "eval_loss": all_results.get("eval_loss"), "time_h": runtime / 3600 if runtime is not None else None}
@@ -125,6 +169,17 @@ def summarize_run(run_dir: Path, benchmark: Benchmark, output_root: Path) -> dic
     row["trainable_params"] = read_trainable_params(run_dir, all_results)
     row["path"] = str(run_dir.relative_to(output_root)) if run_dir.is_relative_to(output_root) else str(run_dir)
     return row
+
+
+def _dataset_label(run_dir: Path, benchmark: Benchmark) -> str | None:
+    for part in benchmark.parts or (benchmark.results_dir,):
+        path = run_dir / part / benchmark.label_file
+        if path.is_file():
+            try:
+                return json.loads(path.read_text()).get("name")
+            except (json.JSONDecodeError, AttributeError):
+                return None
+    return None
 
 
 def find_runs(output_root: Path, ts_hours: float, benchmark: Benchmark, include_eval_only: bool = True) -> list[Path]:
@@ -142,10 +197,11 @@ def find_runs(output_root: Path, ts_hours: float, benchmark: Benchmark, include_
     runs = {p.parent for p in output_root.rglob("all_results.json")
             if "checkpoint" not in p.parent.name and recent(p)}
     if include_eval_only:
-        for metrics in output_root.rglob(f"{benchmark.results_dir}/metrics.json"):
-            run = metrics.parent.parent
-            if not (run / "all_results.json").exists() and "checkpoint" not in run.name and recent(metrics):
-                runs.add(run)
+        for pattern in benchmark.metrics_paths:
+            for metrics in output_root.rglob(pattern):
+                run = metrics.parents[pattern.count("/")]
+                if not (run / "all_results.json").exists() and "checkpoint" not in run.name and recent(metrics):
+                    runs.add(run)
     return sorted(runs)
 
 
@@ -164,12 +220,13 @@ def summarize(benchmark: Benchmark, output_root: str | Path = "./output", ts_hou
             rows.append(summarize_run(run_dir, benchmark, output_root))
         except SkipRun as reason:
             skipped.append((str(run_dir), str(reason)))
-    columns = TRAIN_COLUMNS + list(benchmark.score_columns) + HPARAM_COLUMNS + EXTRA_COLUMNS
+    label = ["dataset"] if benchmark.label_file else []
+    columns = TRAIN_COLUMNS + list(benchmark.score_columns) + label + HPARAM_COLUMNS + EXTRA_COLUMNS
     df = pd.DataFrame(rows, columns=columns)
     for col in columns:
         if col in INT_COLUMNS:
             df[col] = pd.array(df[col].tolist(), dtype="Int64")
-        elif col not in ("dir", "ft_mode", "path"):
+        elif col not in ("dir", "ft_mode", "path", "dataset"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df, skipped
 
@@ -227,7 +284,8 @@ def plot_scores(df: pd.DataFrame, benchmark: Benchmark, path: str | Path) -> Pat
         ax.legend(title="ft_mode")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel(score)
-    ax.set_title(f"{benchmark.name}: {score} vs trainable parameters")
+    labels = sorted(df["dataset"].dropna().unique()) if "dataset" in df else []
+    ax.set_title(f"{', '.join(labels) or benchmark.name}: {score} vs trainable parameters")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -242,7 +300,7 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
         description=f"Summarize {benchmark.name} results of the runs under --output_root into a table and a CSV.\n\n"
         + __doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ts", type=float, default=6, help="only runs modified in the last TS hours (default 6; "
+    ap.add_argument("--ts", default="6", help="only runs modified in the last TS hours (default 6; "
                     "-1 for all)")
     ap.add_argument("--output_root", default="./output", help="folder scanned recursively (default ./output)")
     ap.add_argument("--csv", default=benchmark.default_csv, help=f"CSV to write, overwritten (default "
@@ -255,21 +313,43 @@ def build_parser(benchmark: Benchmark) -> argparse.ArgumentParser:
     return ap
 
 
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def parse_ts(text: str) -> float:
+    """``--ts``: a finite, positive number of hours, or -1 for all runs."""
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = math.nan
+    if not math.isfinite(hours) or (hours <= 0 and hours != -1):
+        _fail(f"--ts {text}: give a positive number of hours (e.g. --ts 6) or -1 for all runs.")
+    return hours
+
+
 def main(benchmark: Benchmark, argv=None) -> pd.DataFrame:
     """Command-line entry point shared by the summarizer scripts."""
     args = build_parser(benchmark).parse_args(argv)
-    if args.ts <= 0 and args.ts != -1:
-        raise SystemExit(f"--ts must be a positive number of hours or -1 (all runs), got {args.ts}.")
+    ts = parse_ts(args.ts)
     try:
-        df, skipped = summarize(benchmark, args.output_root, args.ts, not args.skip_eval_only)
+        df, skipped = summarize(benchmark, args.output_root, ts, not args.skip_eval_only)
     except FileNotFoundError as err:
-        raise SystemExit(str(err)) from err
-    print()
+        _fail(str(err))
+    labels = sorted(df["dataset"].dropna().unique()) if "dataset" in df else []
+    print(f"\n{benchmark.name}" + (f" (data: {', '.join(labels)})" if labels else ""))
     print(format_table(df))
     if skipped:
         print(f"\nSkipped {len(skipped)} run(s):")
         for run, reason in skipped:
             print(f"  {run}: {reason}")
+    if df.empty:
+        kept = " (the existing file is left unchanged)" if Path(args.csv).exists() else ""
+        print(f"\nNo runs to summarize under {args.output_root} (--ts {args.ts}); "
+              f"no CSV written to {args.csv}{kept}.")
+        return df
     Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.csv, index=False)
     print(f"\nWrote {len(df)} row(s) to {args.csv}")

@@ -122,8 +122,31 @@ def test_ts_filtering(output, tmp_path):
     assert dirs("--ts", "1.5").tolist() == [MOS_A, "base_llama2_7b", "my_custom_run"]
     assert dirs("--ts", "0.25").tolist() == ["my_custom_run"]
     assert "base_llama2_7b" not in dirs("--skip_eval_only").tolist()
-    with pytest.raises(SystemExit, match="--ts"):
-        dirs("--ts", "0")
+
+
+@pytest.mark.parametrize("ts", ["0", "-2", "nan", "NaN", "inf", "-inf", "abc", ""])
+def test_bad_ts_is_one_line_exit_2(output, tmp_path, capsys, ts):
+    csv = tmp_path / "s.csv"
+    with pytest.raises(SystemExit) as exc:
+        summarize.main(MMLU, ["--output_root", str(output), "--csv", str(csv), f"--ts={ts}"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--ts" in err and "-1" in err
+    assert not csv.exists()
+
+
+def test_no_runs_keeps_an_earlier_csv(output, tmp_path, capsys):
+    csv = tmp_path / "s.csv"
+    summarize.main(MMLU, ["--output_root", str(output), "--csv", str(csv), "--ts", "-1"])
+    before = csv.read_text()
+    assert len(pd.read_csv(csv)) == 6
+    empty = tmp_path / "empty_output"
+    empty.mkdir()
+    df = summarize.main(MMLU, ["--output_root", str(empty), "--csv", str(csv)])
+    assert df.empty and csv.read_text() == before
+    assert "left unchanged" in capsys.readouterr().out
+    fresh = tmp_path / "fresh.csv"
+    summarize.main(MMLU, ["--output_root", str(empty), "--csv", str(fresh)])
+    assert not fresh.exists()
 
 
 def test_tydiqa_summary(output, tmp_path, capsys):
@@ -146,9 +169,10 @@ def test_plot_writes_a_png(output, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_missing_output_root_is_explained(tmp_path):
-    with pytest.raises(SystemExit, match="is not a directory"):
+def test_missing_output_root_is_explained(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
         summarize.main(MMLU, ["--output_root", str(tmp_path / "nope"), "--csv", str(tmp_path / "s.csv")])
+    assert exc.value.code == 2 and "is not a directory" in capsys.readouterr().err
 
 
 def test_top_level_script(output, tmp_path):

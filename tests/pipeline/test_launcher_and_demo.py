@@ -71,7 +71,7 @@ def test_demo_pipeline_reduced(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(["bash", str(REPO / "scripts/demo.sh")], capture_output=True, text=True, timeout=900,
                           env=_env(DEMO_MODEL=model, DEMO_MOS="3 2 1 2", DEMO_STEPS=2, DEMO_OUT=out,
-                                   SKIP_BOOTSTRAP=1, DEMO_TYDIQA_PER_LANG=1))
+                                   SKIP_BOOTSTRAP=1, DEMO_TYDIQA_PER_LANG=1, DEMO_MMLU="samples"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     import pandas as pd
 

@@ -1,0 +1,213 @@
+"""HumanEval: functional correctness of generated code, unbiased pass@k over n samples per problem.
+
+    python -m eval.codex_humaneval.run_eval --data_file data/eval/codex_humaneval/HumanEval.jsonl.gz \\
+        --save_dir output/run/codex_results/pass1 --eval_pass_at_ks 1 5 10 20 --unbiased_sampling_size_n 20 \\
+        --temperature 0.1 --model_name_or_path BASE --adapter_path output/run --use_chat_format
+    python -m eval.codex_humaneval.run_eval --completions_file samples.jsonl --save_dir DIR   # no model
+
+Prompt: the problem's ``prompt`` (function signature and docstring). With ``--use_chat_format`` the user turn
+is "Complete the following python function.\\n\\n\\n" + prompt and the assistant turn starts with
+"Here is the completed function:\\n\\n\\n" + prompt. ``--unbiased_sampling_size_n`` samples per problem
+(temperature ``--temperature``, top-p 0.95, at most 512 new tokens), cut at the Codex stop sequences
+("\\nclass", "\\ndef", "\\n#", "\\nif", "\\nprint").
+
+Scoring: each program (prompt + completion + the problem's tests + ``check(entry_point)``) runs alone in a
+sandbox (``eval/codex_humaneval/sandbox.py``: bubblewrap, no network, read-only system, fresh directory,
+CPU/memory/process limits, wall clock); it passes only if the tests finished. pass@k = mean over problems of
+1 - C(n-c, k) / C(n, k) (n samples, c correct), for each k <= n.
+
+``--completions_file``: a JSONL of ``{"task_id", "completion"}`` lines (human-eval's sample format), scored
+without a model; problems absent from it are left out.
+
+Outputs in ``--save_dir``: ``codex_eval_predictions.jsonl`` (one line per sample: task_id, prompt,
+completion), ``codex_eval_predictions_with_results.jsonl`` (plus passed, result) and ``metrics.json`` =
+``{"pass@1": .., ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
+from eval.generation import run_cli, sampled_outputs
+from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.utils import add_model_arguments, load_tokenizer, require_file
+
+STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+MAX_NEW_TOKENS = 512
+TOP_P = 0.95
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path} line {lineno} is not valid JSON ({err}).") from None
+    return rows
+
+
+def read_problems(path: str | Path) -> list[dict]:
+    problems = read_jsonl(require_file(path, "the HumanEval problems (HumanEval.jsonl.gz)"))
+    for p in problems:
+        missing = {"task_id", "prompt", "test", "entry_point"} - set(p)
+        if missing:
+            raise ValueError(f"{path}: problem {p.get('task_id', '?')} lacks {sorted(missing)}; expected "
+                             "HumanEval's format (task_id, prompt, canonical_solution, test, entry_point).")
+    return problems
+
+
+def build_program(problem: dict, completion: str) -> str:
+    """The program that is run: prompt + completion, the tests, then the call of ``check``."""
+    return (problem["prompt"] + completion + "\n\n" + problem["test"] + "\n\n"
+            + f"check({problem['entry_point']})\n")
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimator 1 - C(n-c, k) / C(n, k), as a numerically stable product."""
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_ks(correct_by_task: dict[str, list[bool]], ks: list[int]) -> dict:
+    """``{"pass@k": mean over problems}`` for every k not larger than each problem's sample count."""
+    counts = [(len(v), sum(v)) for v in correct_by_task.values()]
+    smallest = min(n for n, _ in counts)
+    metrics = {}
+    for k in ks:
+        if k > smallest:
+            print(f"[notice] pass@{k} skipped: only {smallest} sample(s) for some problem (need n >= k).")
+            continue
+        metrics[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in counts]))
+    return metrics
+
+
+def score(samples: list[dict], problems: dict[str, dict], sandbox: Sandbox, workers: int) -> list[dict]:
+    """Run every sample's program in the sandbox; returns the samples with ``passed`` and ``result``."""
+    def check(sample: dict) -> dict:
+        outcome = sandbox.run(build_program(problems[sample["task_id"]], sample["completion"]))
+        return {**sample, "passed": outcome.passed, "result": outcome.result}
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(check, samples), total=len(samples), desc=f"Running tests ({sandbox.kind})"))
+
+
+def make_prompt(problem: dict, chat_fn, tokenizer) -> str:
+    if chat_fn is None:
+        return problem["prompt"]
+    messages = [{"role": "user", "content": "Complete the following python function.\n\n\n" + problem["prompt"]}]
+    prompt = format_chat_prompt(chat_fn, messages, tokenizer)
+    return prompt + "Here is the completed function:\n\n\n" + problem["prompt"]
+
+
+def generate_samples(args, problems: list[dict]) -> list[dict]:
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+    prompts = [make_prompt(p, chat_fn, tokenizer) for p in problems]
+    outputs = sampled_outputs(args, prompts, tokenizer, args.unbiased_sampling_size_n, args.temperature, TOP_P,
+                              args.max_new_tokens, STOP_SEQUENCES, seed=args.seed)
+    return [{"task_id": p["task_id"], "prompt": prompt, "completion": c}
+            for p, prompt, completions in zip(problems, prompts, outputs) for c in completions]
+
+
+def read_completions(path: str | Path, problems: dict[str, dict]) -> list[dict]:
+    samples = read_jsonl(require_file(path, "the completions file (--completions_file)"))
+    for i, s in enumerate(samples, 1):
+        if not isinstance(s, dict) or "task_id" not in s or "completion" not in s:
+            raise ValueError(f"{path} line {i}: expected an object with task_id and completion.")
+        if s["task_id"] not in problems:
+            raise ValueError(f"{path} line {i}: task_id {s['task_id']!r} is not in the problems file.")
+    if not samples:
+        raise ValueError(f"{path} holds no completions.")
+    return [{"task_id": s["task_id"], "prompt": problems[s["task_id"]]["prompt"], "completion": s["completion"]}
+            for s in samples]
+
+
+def run(args) -> dict:
+    for k in args.eval_pass_at_ks:
+        if k < 1:
+            raise ValueError(f"--eval_pass_at_ks must be positive integers, got {k}.")
+    if args.unbiased_sampling_size_n < 1 or args.temperature < 0 or args.timeout <= 0 or args.n_workers < 1:
+        raise ValueError("--unbiased_sampling_size_n and --n_workers must be >= 1, --temperature >= 0 and "
+                         "--timeout > 0.")
+    problems = read_problems(args.data_file)
+    if args.max_num_examples:
+        problems = problems[: args.max_num_examples]
+    by_id = {p["task_id"]: p for p in problems}
+    try:  # refuse before any generation when code cannot be run safely
+        sandbox = Sandbox(Limits(timeout=args.timeout, memory_mb=args.max_memory_mb), weak=args.allow_weak_sandbox)
+    except SandboxUnavailable as err:
+        raise ValueError(str(err)) from None
+    if args.completions_file:
+        samples = read_completions(args.completions_file, by_id)
+    else:
+        if not args.model_name_or_path:
+            raise ValueError("give --model_name_or_path (to generate completions) or --completions_file.")
+        samples = generate_samples(args, problems)
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    with open(save_dir / "codex_eval_predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+
+    results = score(samples, by_id, sandbox, args.n_workers)
+    with open(save_dir / "codex_eval_predictions_with_results.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in results)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        correct[r["task_id"]].append(r["passed"])
+    metrics = pass_at_ks(correct, args.eval_pass_at_ks)
+    print(f"{len(correct)} problems, {len(results)} samples, sandbox: {sandbox.kind}: {json.dumps(metrics)}")
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
+    print(f"Wrote {save_dir / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_file", default="data/eval/codex_humaneval/HumanEval.jsonl.gz",
+                    help="HumanEval problems, .jsonl or .jsonl.gz")
+    ap.add_argument("--save_dir", default="results/codex_humaneval", help="where metrics.json and the samples go")
+    ap.add_argument("--max_num_examples", type=int, default=None, help="only the first N problems")
+    ap.add_argument("--eval_pass_at_ks", type=int, nargs="+", default=[1], help="k values of pass@k (default 1)")
+    ap.add_argument("--unbiased_sampling_size_n", type=int, default=20, help="samples per problem (default 20)")
+    ap.add_argument("--temperature", type=float, default=0.1, help="sampling temperature (0: greedy)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
+    ap.add_argument("--completions_file", default=None, help="score these completions (JSONL of task_id, "
+                    "completion) instead of generating; no model needed")
+    ap.add_argument("--timeout", type=float, default=3.0, help="wall-clock seconds per program (default 3)")
+    ap.add_argument("--max_memory_mb", type=int, default=2048, help="address-space limit per program")
+    ap.add_argument("--n_workers", type=int, default=4, help="programs run at the same time")
+    ap.add_argument("--allow_weak_sandbox", action="store_true", help="when bubblewrap is missing or does not "
+                    "work, run model-written code anyway with resource limits only (NO filesystem or network "
+                    "isolation); without this flag the evaluator refuses")
+    ap.add_argument("--use_vllm", action="store_true", help="sample with vLLM (falls back to Hugging Face with a "
+                    "warning when vLLM is missing or the adapter is not plain LoRA)")
+    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    for action in ap._actions:
+        if action.dest == "model_name_or_path":
+            action.required = False
+    return ap
+
+
+def main(argv=None) -> dict:
+    return run_cli(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Text generation for the generative evaluators (GSM8K, BBH, HumanEval), and their command-line wrapper.
+
+* ``greedy_outputs``: greedy generation with vLLM (``--use_vllm``, when it is installed and the adapter is
+  plain LoRA) or, otherwise, batched Hugging Face generation (``eval.utils.generate_completions``).
+* ``sampled_outputs``: ``n`` sampled completions per prompt (temperature, top-p), same two backends.
+* ``run_cli``: runs an evaluator's ``run(args)`` and turns bad input (missing files, bad values) into one line
+  on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from tqdm import tqdm
+
+from eval.utils import (
+    _cut_at_stop,
+    generate_completions,
+    generate_with_vllm,
+    input_device,
+    load_hf_lm,
+    load_vllm_model,
+    parse_eval_args,
+)
+
+
+def _vllm_engine(args):
+    if not getattr(args, "use_vllm", False):
+        return None
+    return load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path,
+                           args.use_slow_tokenizer)
+
+
+def _hf_model(args):
+    return load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit)
+
+
+def greedy_outputs(args, prompts: list[str], tokenizer, max_new_tokens: int, stop: list[str] | None,
+                   model=None, desc: str = "Generating") -> list[str]:
+    """Greedy completions of ``prompts`` (stripped, cut before the first stop sequence)."""
+    engine = _vllm_engine(args)
+    if engine is not None:
+        llm, lora_request = engine
+        return generate_with_vllm(llm, prompts, max_new_tokens, stop, lora_request)
+    model = model if model is not None else _hf_model(args)
+    return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
+                                max_new_tokens=max_new_tokens, stop_sequences=stop, desc=desc)
+
+
+@torch.inference_mode()
+def hf_sample(model, tokenizer, prompts: list[str], n: int, temperature: float, top_p: float,
+              max_new_tokens: int, stop: list[str] | None, batch_size: int = 1, seed: int = 0) -> list[list[str]]:
+    """``n`` completions per prompt with Hugging Face ``generate`` (left padded batches of prompts; each
+    prompt's ``n`` samples come from ``num_return_sequences``). Greedy (n identical copies) when
+    ``temperature`` is 0. Texts are cut before the first stop sequence; not stripped (code keeps its indent).
+    """
+    if tokenizer.padding_side != "left":
+        raise ValueError("hf_sample needs tokenizer.padding_side == 'left' (see eval.utils.load_tokenizer).")
+    torch.manual_seed(seed)
+    device = input_device(model)
+    results: list[list[str]] = []
+    sampling = temperature > 0
+    for start in tqdm(range(0, len(prompts), batch_size), desc="Sampling", leave=False):
+        batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt").to(device)
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, do_sample=sampling,
+                      num_return_sequences=n if sampling else 1)
+        if sampling:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        generated = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        texts = tokenizer.batch_decode(generated[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
+        per_prompt = n if sampling else 1
+        for i in range(len(texts) // per_prompt):
+            chunk = [_cut_at_stop(t, stop) for t in texts[i * per_prompt:(i + 1) * per_prompt]]
+            results.append(chunk if sampling else chunk * n)
+    return results
+
+
+def sampled_outputs(args, prompts: list[str], tokenizer, n: int, temperature: float, top_p: float,
+                    max_new_tokens: int, stop: list[str] | None, seed: int = 0) -> list[list[str]]:
+    """``n`` completions per prompt from vLLM (when usable) or Hugging Face."""
+    engine = _vllm_engine(args)
+    if engine is not None:
+        import vllm
+
+        llm, lora_request = engine
+        params = vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                     max_tokens=max_new_tokens, stop=stop or None, seed=seed)
+        by_prompt = {r.prompt: [o.text for o in r.outputs] for r in llm.generate(prompts, params,
+                                                                                 lora_request=lora_request)}
+        return [by_prompt.get(p, [""] * n) for p in prompts]
+    return hf_sample(_hf_model(args), tokenizer, prompts, n, temperature, top_p, max_new_tokens, stop,
+                     args.eval_batch_size, seed)
+
+
+def run_cli(run, parser, argv=None):
+    """``run(parse_eval_args(parser, argv))``; bad input -> one line on stderr and exit status 2."""
+    args = parse_eval_args(parser, argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,162 @@
+"""GSM8K: grade-school math word problems, exact match of the final number, 8-shot chain of thought.
+
+    python -m eval.gsm.run_eval --data_dir data/eval/gsm --save_dir output/run/gsm_results --n_shot 8 \\
+        --model_name_or_path BASE --adapter_path output/run --eval_batch_size 16 --use_chat_format
+
+Data: ``--data_dir/test.jsonl`` (``{"question", "answer"}``, the answer's rationale ending in "#### <number>")
+and, for the exemplars, ``--data_dir/cot_exemplars.jsonl`` (``{"question", "cot_answer", "short_answer"}``;
+``scripts/prepare_eval_data.sh gsm`` writes the 8 chain-of-thought exemplars of Wei et al. (2022), taken
+from lm-eval's ``gsm8k-cot`` task).
+
+Prompt: "Answer the following questions.\\n\\n" + the first ``--n_shot`` exemplars ("Question: ..\\nAnswer: ..",
+the answer the rationale, or only the number with ``--no_cot``), joined by "\\n\\n", then "\\n\\nQuestion: {q}"
+and "\\nAnswer:" (with ``--use_chat_format`` the text is the user turn and "Answer:" follows the assistant
+header). Greedy generation of at most 512 tokens, stopping at a blank line without chat format.
+
+Answer extraction: commas between digits are removed, the prediction is the last number in the output
+(the whole output when there is none). Gold: the text after "####", commas removed. Metric: exact match
+ignoring case and punctuation, as HF ``evaluate``'s exact_match does.
+
+Outputs in ``--save_dir``: ``predictions.jsonl`` (question, answer, model_output, prediction, correct) and
+``metrics.json`` = ``{"exact_match": ..}`` (a fraction, 0-1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import string
+from pathlib import Path
+
+from eval.generation import greedy_outputs, run_cli
+from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.utils import add_model_arguments, load_tokenizer, require_file
+
+MAX_NEW_TOKENS = 512
+NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def strip_digit_commas(text: str) -> str:
+    return re.sub(r"(\d),(\d)", r"\1\2", text)
+
+
+def gold_answer(answer: str) -> str:
+    """The number after '####' in a GSM8K rationale, commas removed."""
+    if "####" not in answer:
+        raise ValueError(f"a GSM8K answer has no '#### <number>' line: {answer[-80:]!r}")
+    return strip_digit_commas(answer.split("####")[-1].strip())
+
+
+def extract_prediction(output: str) -> str:
+    """The last number in the output (commas between digits removed), else the output itself."""
+    numbers = NUMBER.findall(strip_digit_commas(output))
+    return numbers[-1] if numbers else output
+
+
+def exact_match(predictions: list[str], references: list[str]) -> float:
+    """Fraction of exact matches after lowercasing and deleting punctuation (HF evaluate's rules)."""
+    if not references:
+        raise ValueError("no examples to score")
+    norm = [(p.lower().translate(_PUNCTUATION), r.lower().translate(_PUNCTUATION))
+            for p, r in zip(predictions, references)]
+    return sum(p == r for p, r in norm) / len(references)
+
+
+def read_jsonl(path: Path, what: str) -> list[dict]:
+    rows = []
+    for lineno, line in enumerate(require_file(path, what).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {lineno} is not valid JSON ({err}).") from None
+    return rows
+
+
+def build_prefix(exemplars: list[dict], n_shot: int, cot: bool) -> str:
+    prefix = "Answer the following questions.\n\n"
+    if n_shot:
+        shots = [f"Question: {ex['question']}\nAnswer: {ex['cot_answer'] if cot else ex['short_answer']}"
+                 for ex in exemplars[:n_shot]]
+        prefix += "\n\n".join(shots) + "\n\n"
+    return prefix
+
+
+def build_prompt(prefix: str, question: str, chat_fn=None, tokenizer=None) -> str:
+    prompt = prefix + "Question: " + question.strip()
+    if chat_fn is None:
+        return prompt + "\nAnswer:"
+    prompt = format_chat_prompt(chat_fn, [{"role": "user", "content": prompt}], tokenizer)
+    return prompt + ("Answer:" if prompt[-1] in ("\n", " ") else " Answer:")
+
+
+def score(examples: list[dict], outputs: list[str]) -> tuple[list[dict], dict]:
+    """Per-question records and ``{"exact_match"}``."""
+    records = []
+    for ex, output in zip(examples, outputs):
+        prediction, gold = extract_prediction(output), gold_answer(ex["answer"])
+        records.append({"question": ex["question"], "answer": gold, "model_output": output,
+                        "prediction": prediction, "correct": exact_match([prediction], [gold]) == 1.0})
+    return records, {"exact_match": exact_match([r["prediction"] for r in records],
+                                                [r["answer"] for r in records])}
+
+
+def run(args) -> dict:
+    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    if args.n_shot < 0:
+        raise ValueError(f"--n_shot must be >= 0, got {args.n_shot}.")
+    examples = read_jsonl(data_dir / "test.jsonl", "the GSM8K test file (test.jsonl)")
+    for i, ex in enumerate(examples, 1):
+        if not isinstance(ex, dict) or not {"question", "answer"} <= set(ex):
+            raise ValueError(f"{data_dir / 'test.jsonl'} line {i}: expected an object with question and answer.")
+        gold_answer(ex["answer"])
+    if args.max_num_examples and len(examples) > args.max_num_examples:
+        examples = random.Random(42).sample(examples, args.max_num_examples)
+    exemplars = []
+    if args.n_shot:
+        exemplars = read_jsonl(Path(args.exemplars_file or data_dir / "cot_exemplars.jsonl"),
+                               "the GSM8K chain-of-thought exemplars (cot_exemplars.jsonl)")
+        if len(exemplars) < args.n_shot:
+            raise ValueError(f"--n_shot {args.n_shot}: only {len(exemplars)} exemplars available.")
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+    prefix = build_prefix(exemplars, args.n_shot, cot=not args.no_cot)
+    prompts = [build_prompt(prefix, ex["question"], chat_fn, tokenizer) for ex in examples]
+    stop = None if args.use_chat_format else ["\n\n"]
+    outputs = greedy_outputs(args, prompts, tokenizer, args.max_new_tokens, stop, desc="GSM8K")
+
+    records, metrics = score(examples, outputs)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    print(f"GSM8K exact match: {metrics['exact_match']:.4f} on {len(records)} questions")
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
+    print(f"Wrote {save_dir / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data_dir", default="data/eval/gsm", help="folder with test.jsonl and cot_exemplars.jsonl")
+    ap.add_argument("--save_dir", default="results/gsm", help="where metrics.json and predictions.jsonl go")
+    ap.add_argument("--n_shot", type=int, default=8, help="exemplars in the prompt (default 8)")
+    ap.add_argument("--no_cot", action="store_true", help="exemplars give only the final number")
+    ap.add_argument("--exemplars_file", default=None, help="default: <data_dir>/cot_exemplars.jsonl")
+    ap.add_argument("--max_num_examples", type=int, default=None, help="a seeded sample of N questions")
+    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
+    ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM (falls back to Hugging Face "
+                    "with a warning when vLLM is missing or the adapter is not plain LoRA)")
+    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    return ap
+
+
+def main(argv=None) -> dict:
+    return run_cli(run, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -64,7 +64,7 @@ class MoSConfig(LowRankAdapterConfig):
 
     def validate(self) -> None:
         """Check the constraints that do not depend on the model; raise ``ValueError`` naming the field."""
-        r, e, p, c = self.r, self.valid_param_lora_r, self.valid_param_private_r, self.num_chunk_per_vec
+        r, e, p = self.r, self.valid_param_lora_r, self.valid_param_private_r
         for name in ("r", "valid_param_lora_r", "num_chunk_per_vec"):
             check_positive_int("MoSConfig", name, getattr(self, name))
         check_positive_int("MoSConfig", "valid_param_private_r", p, minimum=0)

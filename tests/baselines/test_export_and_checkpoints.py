@@ -10,8 +10,8 @@ import torch
 from baselines_helpers import ALL_PROJ, METHODS, adapted, tuner_layers
 from safetensors.torch import load_file
 
-from open_instruct.lowrank import export_lora
 from open_instruct.export import main as export_main
+from open_instruct.lowrank import export_lora
 
 
 def _batch(tokenizer):

@@ -46,9 +46,11 @@ def test_prolora_count_formula_on_llama2_7b(llama2_7b):
 
 
 def test_tied_lora_count_formula_on_llama2_7b(llama2_7b):
-    r = 8
-    expected = sum(TiedLoRAConfig.trainable_params(r, i, o, 32) for i, o in LLAMA2_7B_SHAPES.values())
-    assert measure(llama2_7b, Row("tied_lora", r)).trainable == expected == 1_986_304
+    r, layers = 8, 32
+    # per module type: the tied A (r × in) and B (out × r), plus per layer u (r) and v (out)
+    by_hand = sum(r * (i + o) + layers * (r + o) for i, o in LLAMA2_7B_SHAPES.values())
+    assert measure(llama2_7b, Row("tied_lora", r)).trainable == by_hand == 1_986_304
+    assert sum(TiedLoRAConfig.trainable_params(r, i, o, layers) for i, o in LLAMA2_7B_SHAPES.values()) == by_hand
 
 
 @pytest.mark.parametrize("r,u,m,n", [(5, 1, 4, 2), (4, 0, 2, 2), (3, 3, 1, 1), (6, 2, 8, 4)])

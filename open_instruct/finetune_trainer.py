@@ -101,7 +101,8 @@ class AdapterArguments:
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
-    enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
+    enable_lora_rotation: bool = field(default=True, metadata={
+        "help": "PRoLoRA: roll copy i of a chunk by i·shift (rotation enhancement); unused by the other methods."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
     init2zero_via_vec: bool = field(default=False, metadata={"help": "Must be False (unused by MoS)."})
 
@@ -283,7 +284,8 @@ def method_config(mos_args, seed: int, method: str | None = None):
         lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
         valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
         num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed,
-        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std)
+        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std,
+        enable_lora_rotation=mos_args.enable_lora_rotation)
 
 
 def add_adapter(model, mos_args, seed: int):

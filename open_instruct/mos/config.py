@@ -78,6 +78,12 @@ class MoSConfig(LowRankAdapterConfig):
                 f"MoSConfig.valid_param_private_r (p={p}) must be <= r ({r}): each layer uses its p private "
                 "rank vectors as the last p of its r rank vectors."
             )
+        if e > r:
+            raise ValueError(
+                f"MoSConfig.valid_param_lora_r (e={e}) must be <= r ({r}): each layer draws only r-p = {r - p} shared "
+                f"rank vectors, so with e > r at least (e-r)·L·c shards of every pool could never be used by any "
+                f"layer while still counted as trainable. Raise r to at least {e} or lower valid_param_lora_r."
+            )
         if p == e and r != e:
             raise ValueError(
                 f"With valid_param_private_r == valid_param_lora_r (p = e = {e}) nothing is shared, so r must "

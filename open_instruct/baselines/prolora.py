@@ -44,6 +44,8 @@ PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 class ProLoRAConfig(LowRankAdapterConfig):
     """Configuration of a PRoLoRA adapter (field names as in the authors' code; u, m, n in the paper's notation)."""
 
+    method_peft_type = PROLORA_PEFT_TYPE
+
     r: int = field(default=8, metadata={"help": "Rank r of the materialised A (r × in) and B (out × r)."})
     unshared_r: int = field(
         default=1, metadata={"help": "u: ranks that are not shared (0 <= u <= r); the other r − u are built from chunks."}
@@ -68,11 +70,6 @@ class ProLoRAConfig(LowRankAdapterConfig):
         default=True,
         metadata={"help": "True: A parts ~ U(±1/√in), B parts = 0 (ΔW = 0). False: B parts random too (for tests)."},
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = PROLORA_PEFT_TYPE
-        self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for any constraint that does not depend on the model."""

@@ -29,6 +29,8 @@ class MoSConfig(LowRankAdapterConfig):
     ``idx[j·c:(j+1)·c]``; ΔW = (α/r)·B·diag(vec)·A. Trainable parameters = e × (LoRA parameters per unit rank).
     """
 
+    method_peft_type = MOS_PEFT_TYPE
+
     r: int = field(default=8, metadata={"help": "Rank r of the materialised adapter (original: lora_r)."})
     valid_param_lora_r: int = field(
         default=1,
@@ -57,11 +59,6 @@ class MoSConfig(LowRankAdapterConfig):
             "(so transformers.set_seed decides it), then recorded here and saved with the adapter."
         },
     )
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = MOS_PEFT_TYPE
-        self.validate()
-
     def validate(self) -> None:
         """Check the constraints that do not depend on the model; raise ``ValueError`` naming the field."""
         r, e, p = self.r, self.valid_param_lora_r, self.valid_param_private_r

@@ -10,7 +10,7 @@ lora       r = lora_r                                                   (α = lo
 vera       r = lora_r (VeRA's rank, e.g. 256); projection_prng_key = seed; no α (VeRA has no scaling)
 tied_lora  r = lora_r (rank of the tied A and B); α, dropout as LoRA
 prolora    r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies),
-           rotation = enable_lora_rotation
+           rotation: --enable_lora_rotation (default True)
 mos        r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec, vec mean/std
 =========  =====================================================================================================
 """
@@ -88,7 +88,7 @@ TABLE: dict[str, Method] = {m.name: m for m in (
     Method("tied_lora", "r = lora_r (rank of the A and B tied across layers, per-layer u and v vectors)", "r",
            _tied_lora, _rank_only),
     Method("prolora", "r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies), "
-           "rotation = enable_lora_rotation",
+           "rotation: --enable_lora_rotation (default True)",
            "rpc", _prolora, _describe_prolora),
     Method("mos", "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec", "rpec", _mos,
            _describe_mos),

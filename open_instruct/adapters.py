@@ -145,3 +145,34 @@ def load_model_with_adapter(base_model: str, adapter_dir: str, dtype: torch.dtyp
     adapter_weight_keys(adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     return attach_adapter(base, adapter_dir)
+
+
+# ------------------------------------------------------------------------------------------------- a run's adapters
+def native_adapter_subdir(ft_mode: str) -> str:
+    """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
+    return f"{ft_mode}_adapter"
+
+
+def save_run_adapters(model, output_dir: Path, ft_mode: str) -> None:
+    """A plain LoRA adapter at the top of ``output_dir`` (exported exactly for every method but lora, which is one
+    already) and the method's own checkpoint in ``<ft_mode>_adapter/``."""
+    if ft_mode == "lora":
+        model.save_pretrained(output_dir)
+        return
+    from open_instruct.lowrank import export_lora
+
+    model.save_pretrained(Path(output_dir) / native_adapter_subdir(ft_mode))
+    export_lora(model, output_dir)
+
+
+def gathered_trainable_parameters(model):
+    """Under DeepSpeed ZeRO-3, a context in which the (partitioned) trainable parameters are whole on every rank."""
+    from contextlib import nullcontext
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad], modifier_rank=None)

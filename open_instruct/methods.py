@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import peft
 
 from open_instruct.baselines import ProLoRAConfig, TiedLoRAConfig
-from open_instruct.mos import MoSConfig
+from open_instruct.mos import MoSConfig, share_lora_chunkwisely
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,37 @@ def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dro
                 init_lora_A_vec_value=init_lora_A_vec_value, init_lora_A_vec_std=init_lora_A_vec_std,
                 enable_lora_rotation=enable_lora_rotation)
     return spec.build(args, dict(target_modules=target_modules, task_type=task_type))
+
+
+def lora_target_modules(spec: str):
+    """``--lora_modules``: 'all' (every linear layer but the head) or a comma list of module names."""
+    spec = spec.strip()
+    if spec in ("all", "all-linear"):
+        return "all-linear"
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError(f"--lora_modules {spec!r} names no module; use 'all' or e.g. q_proj,v_proj.")
+    return names
+
+
+def config_from_args(args, seed: int, method_name: str | None = None) -> peft.PeftConfig:
+    """The PEFT config of ``method_name`` (default ``args.ft_mode``) from the trainer's ``AdapterArguments``."""
+    return adapter_config(
+        method_name or args.ft_mode, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=lora_target_modules(args.lora_modules), valid_param_private_r=args.valid_param_private_r,
+        valid_param_lora_r=args.valid_param_lora_r, num_chunk_per_vec=args.num_chunk_per_vec or 1, seed=seed,
+        init_lora_A_vec_value=args.init_lora_A_vec_value, init_lora_A_vec_std=args.init_lora_A_vec_std,
+        enable_lora_rotation=args.enable_lora_rotation)
+
+
+def add_adapter(model, args, seed: int):
+    """``model`` with the adapter of ``args.ft_mode``; for mos, LoRA first and then the paper's one-liner
+    ``share_lora_chunkwisely`` right after it, as the original does. ``ValueError`` names a bad setting."""
+    if args.ft_mode != "mos":
+        return peft.get_peft_model(model, config_from_args(args, seed))
+    chunk_config = config_from_args(args, seed)  # validated before LoRA is built
+    model = peft.get_peft_model(model, config_from_args(args, seed, "lora"))
+    return share_lora_chunkwisely(model, chunk_config)
 
 
 def describe(method_name: str, config) -> str:

@@ -160,3 +160,11 @@ def test_config_edited_away_from_its_weights_names_the_file_not_training_advice(
     message = one_line_error(attach_adapter, AutoModelForCausalLM.from_pretrained(saved / "base"), adapter)
     assert message.startswith(f"{adapter / 'adapter_config.json'} does not match the weights")
     assert "Raise valid_param_lora_r" not in message
+
+
+def test_the_evaluators_loader_refuses_an_adapter_of_a_different_model(saved):
+    from eval.utils import attach_adapter as eval_attach_adapter
+
+    message = one_line_error(eval_attach_adapter, AutoModelForCausalLM.from_pretrained(saved / "base"),
+                             saved / "mos3")
+    assert "belongs to a different model" in message

@@ -15,7 +15,6 @@ Two backends:
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -122,29 +121,21 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
     if not config.is_file():
         raise FileNotFoundError(f"--adapter_path {adapter_path}: expected an adapter directory containing "
                                 f"adapter_config.json (a MoS or LoRA adapter saved by PEFT), found no {config}.")
-    return json.loads(config.read_text())
+    from open_instruct.adapters import read_adapter_config as read_checked
+
+    return read_checked(adapter_path)  # AdapterError (a ValueError) naming the file when it is not JSON
 
 
 def attach_adapter(model, adapter_path: str | Path):
-    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge).
+    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge): MoS, Tied-LoRA, PRoLoRA, VeRA or LoRA.
 
-    Importing ``open_instruct.mos`` and ``open_instruct.baselines`` registers the MoS, Tied-LoRA and PRoLoRA
-    PEFT types, so their native checkpoints load as well as exported plain LoRA adapters.
+    ``open_instruct.adapters.attach_adapter`` checks that it fits first: a damaged config or weights file, or an
+    adapter of a different model, is an ``AdapterError`` (a ``ValueError``) naming the file and the fix.
     """
-    from peft import PeftModel
+    from open_instruct.adapters import attach_adapter as attach_checked
 
-    peft_type = str(read_adapter_config(adapter_path).get("peft_type", "")).upper()
-    try:
-        import open_instruct.baselines  # noqa: F401
-        import open_instruct.mos  # noqa: F401
-    except ImportError as err:  # never hidden: a MoS / Tied-LoRA / PRoLoRA adapter cannot load without them
-        if peft_type not in ("LORA", "VERA"):
-            raise ImportError(f"--adapter_path {adapter_path} is a {peft_type} adapter, which needs this project's "
-                              f"open_instruct package, but importing it failed: {err}. Run from the repository root "
-                              "(or pip install -e .) and check that error.") from err
-        warnings.warn(f"importing open_instruct.mos / open_instruct.baselines failed ({err}); loading the "
-                      f"{peft_type} adapter with stock PEFT.", stacklevel=2)
-    return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    read_adapter_config(adapter_path)
+    return attach_checked(model, adapter_path, is_trainable=False)
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -283,7 +274,7 @@ def load_vllm_model(model_name_or_path: str, tokenizer_name_or_path: str | None 
         if str(config.get("peft_type", "")).upper() != "LORA":
             warnings.warn(f"--use_vllm: the adapter in {adapter_path} has peft_type {config.get('peft_type')!r}; "
                           "vLLM serves only plain LoRA adapters. Export the MoS adapter to a dense LoRA adapter "
-                          "(open_instruct.mos export) to use vLLM; falling back to Hugging Face generation.",
+                          "(python -m open_instruct.export) to use vLLM; falling back to Hugging Face generation.",
                           stacklevel=2)
             return None
         rank = int(config.get("r", 8))

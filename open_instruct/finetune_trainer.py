@@ -43,15 +43,13 @@ from open_instruct.run_dir import (
     resolve_resume,
 )
 
+from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
+from open_instruct.methods import METHODS, config_from_args, mapping_help
+from open_instruct.methods import add_adapter as add_method_adapter
+
 logger = logging.getLogger("finetune_trainer")
 
-FT_MODES = ("lora", "vera", "tied_lora", "prolora", "mos")  # open_instruct.baselines.METHODS
-MOS_SUBDIR = "mos_adapter"
-
-
-def native_adapter_subdir(ft_mode: str) -> str:
-    """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
-    return f"{ft_mode}_adapter"
+FT_MODES = METHODS
 
 
 @dataclass
@@ -85,15 +83,13 @@ class DataTrainingArguments:
 
 
 @dataclass
-class MoSArguments:
-    """The original's ``SelfDefinedArguments``: adapter type and MoS hyperparameters."""
+class AdapterArguments:
+    """The original's ``SelfDefinedArguments``: which method (``--ft_mode``) and its hyperparameters, in the
+    launcher's names; ``open_instruct.methods`` maps them onto each method's config."""
 
     ft_mode: str = field(default="mos", metadata={
         "help": "Adapter: mos, or a baseline of the paper: lora, vera, tied_lora, prolora. The other flags map to each "
-                "method as: lora: r = lora_r; vera: r = lora_r (VeRA's rank, e.g. 256; lora_alpha unused, seed = "
-                "projection PRNG key); tied_lora: r = lora_r (rank of the A and B tied across layers); prolora: r = "
-                "lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies); mos: "
-                "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec."})
+                "method as: " + mapping_help() + "."})
     use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
     use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
     lora_r: int = field(default=64, metadata={"help": "Rank r of the materialised adapter."})
@@ -107,7 +103,8 @@ class MoSArguments:
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
-    enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
+    enable_lora_rotation: bool = field(default=True, metadata={
+        "help": "PRoLoRA: roll copy i of a chunk by i·shift (rotation enhancement); unused by the other methods."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
     init2zero_via_vec: bool = field(default=False, metadata={"help": "Must be False (unused by MoS)."})
 
@@ -164,7 +161,7 @@ def _has_module(name: str) -> bool:
 # ---------------------------------------------------------------------------------------------- arguments
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MoSArguments, TrainingArguments),
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments),
                               description=__doc__)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
@@ -248,55 +245,24 @@ def load_model(model_args, mos_args, training_args):
     return model
 
 
-def lora_target_modules(spec: str):
-    spec = spec.strip()
-    if spec in ("all", "all-linear"):
-        return "all-linear"
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise UsageError(f"--lora_modules {spec!r} names no module; use 'all' or e.g. q_proj,v_proj.")
-    return names
+def method_config(mos_args, seed: int, method: str | None = None):
+    """The PEFT config of ``method`` (default ``--ft_mode``) from the launcher's flags (``open_instruct.methods``)."""
+    try:
+        return config_from_args(mos_args, seed, method)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def add_adapter(model, mos_args, seed: int):
-    """LoRA first, then (ft_mode mos) the paper's one-liner ``share_lora_chunkwisely`` right after it.
+    """The method's adapter from the launcher's flags; for mos, LoRA first and then the paper's one-liner
+    ``share_lora_chunkwisely`` right after it, as the original does (``open_instruct.methods.add_adapter``)."""
+    try:
+        return add_method_adapter(model, mos_args, seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
-    vera, tied_lora and prolora: their PEFT config from the same flags (``open_instruct.baselines.adapter_config``,
-    mapping in the ``--ft_mode`` help).
-    """
-    import peft
 
-    from open_instruct.baselines import adapter_config
-    from open_instruct.mos import MoSConfig, share_lora_chunkwisely
-
-    if mos_args.ft_mode not in ("lora", "mos"):
-        try:
-            config = adapter_config(
-                mos_args.ft_mode, r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
-                lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
-                valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
-                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed)
-            return peft.get_peft_model(model, config)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-    lora_config = peft.LoraConfig(task_type="CAUSAL_LM", r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
-                                  lora_dropout=mos_args.lora_dropout, bias="none",
-                                  target_modules=lora_target_modules(mos_args.lora_modules))
-    model = peft.get_peft_model(model, lora_config)
-    if mos_args.ft_mode == "mos":
-        try:
-            chunk_config = MoSConfig(
-                r=mos_args.lora_r, valid_param_lora_r=mos_args.valid_param_lora_r,
-                valid_param_private_r=mos_args.valid_param_private_r,
-                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, lora_alpha=mos_args.lora_alpha,
-                lora_dropout=mos_args.lora_dropout, init_lora_A_vec_value=mos_args.init_lora_A_vec_value,
-                init_lora_A_vec_std=mos_args.init_lora_A_vec_std or 0.0, seed=seed,
-                target_modules=lora_config.target_modules, task_type="CAUSAL_LM",
-                base_model_name_or_path=lora_config.base_model_name_or_path)
-            model = share_lora_chunkwisely(model, chunk_config)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-    return model
+MoSArguments = AdapterArguments  # the name before it was named for what it configures (all five methods)
 
 
 def _expected_failures(fn, what: str, *args, **kwargs):
@@ -320,29 +286,9 @@ def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) ->
     Every rank enters: under ZeRO-3 the trainable parameters are partitioned, and gathering them is collective.
     """
     with gathered_trainable_parameters(model):
-        if not trainer.is_world_process_zero():
-            return
-        if mos_args.ft_mode == "lora":
-            model.save_pretrained(output_dir)
-        else:
-            from open_instruct.mos import export_lora
-
-            model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
-            export_lora(model, output_dir)
-        tokenizer.save_pretrained(output_dir)
-
-
-def gathered_trainable_parameters(model):
-    """Under DeepSpeed ZeRO-3, a context in which the (partitioned) trainable parameters are whole on every rank."""
-    from contextlib import nullcontext
-
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad], modifier_rank=None)
+        if trainer.is_world_process_zero():
+            save_run_adapters(model, output_dir, mos_args.ft_mode)
+            tokenizer.save_pretrained(output_dir)
 
 
 def setup_logging(training_args) -> None:

@@ -132,9 +132,21 @@ def attach_adapter(model, adapter_path: str | Path):
     ``open_instruct.adapters.attach_adapter`` checks that it fits first: a damaged config or weights file, or an
     adapter of a different model, is an ``AdapterError`` (a ``ValueError``) naming the file and the fix.
     """
-    from open_instruct.adapters import attach_adapter as attach_checked
+    peft_type = str(read_adapter_config(adapter_path).get("peft_type", "")).upper()
+    try:
+        import open_instruct.baselines  # noqa: F401  (with open_instruct.mos: registers the MOS, TIED_LORA and
+        import open_instruct.mos  # noqa: F401        PROLORA PEFT types)
+        from open_instruct.adapters import attach_adapter as attach_checked
+    except ImportError as err:  # never hidden: a MoS / Tied-LoRA / PRoLoRA adapter cannot load without them
+        if peft_type not in ("LORA", "VERA"):
+            raise ImportError(f"--adapter_path {adapter_path} is a {peft_type} adapter, which needs this project's "
+                              f"open_instruct package, but importing it failed: {err}. Run from the repository root "
+                              "(or pip install -e .) and check that error.") from err
+        warnings.warn(f"importing open_instruct.mos / open_instruct.baselines failed ({err}); loading the "
+                      f"{peft_type} adapter with stock PEFT.", stacklevel=2)
+        from peft import PeftModel
 
-    read_adapter_config(adapter_path)
+        return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
     return attach_checked(model, adapter_path, is_trainable=False)
 
 

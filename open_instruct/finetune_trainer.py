@@ -100,6 +100,10 @@ class AdapterArguments:
     num_chunk_per_vec: int | None = field(default=1, metadata={"help": "MoS shards per rank vector c."})
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
+    mos_subset_selection: bool = field(default=True, metadata={
+        "help": "MoS ablation switch: False = one shared-shard draw per module type for all layers (docs/ABLATIONS.md)."})
+    mos_pair_dissociation: bool = field(default=True, metadata={
+        "help": "MoS ablation switch: False = B uses A's index lists (docs/ABLATIONS.md)."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
     enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
@@ -180,6 +184,9 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
         raise UsageError("--use_lora False (full finetuning) is not supported; this trainer trains adapters.")
     if mos_args.enable_lora_bias or mos_args.init2zero_via_vec:
         raise UsageError("--enable_lora_bias and --init2zero_via_vec must be False for MoS (as in the original).")
+    if mos_args.ft_mode != "mos" and not (mos_args.mos_subset_selection and mos_args.mos_pair_dissociation):
+        raise UsageError(f"--mos_subset_selection / --mos_pair_dissociation are MoS ablation switches; --ft_mode "
+                         f"{mos_args.ft_mode} has no index lists. Drop them or use --ft_mode mos.")
     if not mos_args.enable_lora_vec:
         raise UsageError("--enable_lora_vec must be True (MoS keeps the frozen per-rank vector).")
     if data_args.streaming:
@@ -283,7 +290,8 @@ def method_config(mos_args, seed: int, method: str | None = None):
         lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
         valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
         num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed,
-        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std)
+        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std,
+        mos_subset_selection=mos_args.mos_subset_selection, mos_pair_dissociation=mos_args.mos_pair_dissociation)
 
 
 def add_adapter(model, mos_args, seed: int):

@@ -30,7 +30,8 @@ def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
             modules_to_save=lora_config.modules_to_save, task_type=lora_config.task_type,
             base_model_name_or_path=lora_config.base_model_name_or_path,
         )
-    for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std"):
+    for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std",
+                "subset_selection", "pair_dissociation"):
         if get(opt) is not None:
             kw[opt] = get(opt)
     return MoSConfig(r=int(r), **kw)

@@ -20,6 +20,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def read_runs(path: Path) -> list[dict]:
         return []
     with open(path, newline="", encoding="utf-8") as fin:
         return list(csv.DictReader(fin))
+
+
+TABLE_LOCK = threading.Lock()
 
 
 def append_run(path: Path, record: dict) -> None:
@@ -144,11 +148,46 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
                       run_dir=str(run_dir))
     else:
         record.update(trainable_params=0)
-    append_run(paths["table"], record)
+    with TABLE_LOCK:
+        append_run(paths["table"], record)
     return record
 
 
+def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row, str, str]]:
+    """Rows that can start now, in grid order: ``(row, lr, run_key)``. Rows whose run is already in the table
+    under another stage are recorded under theirs on the way (no training); rows waiting for a sweep are skipped."""
+    out, seen = [], set(busy)
+    for row in build_grid(s):
+        if args.stages and row.stage not in args.stages:
+            continue
+        with TABLE_LOCK:
+            runs = read_runs(paths["table"])
+            lr = resolve_lr(row, runs)
+            if lr is None:
+                continue
+            key = run_key(row, lr)
+            same = [r for r in runs if r["run_key"] == key]
+            if any(r["stage"] == row.stage and r["label"] == row.label for r in same):
+                continue
+            if same:  # the same run, already trained and scored for another stage: record it under this one too
+                append_run(paths["table"], {**same[0], "stage": row.stage, "label": row.label})
+                continue
+        if key not in seen:
+            seen.add(key)
+            out.append((row, lr, key))
+    return out
+
+
+def run_one(row: Row, lr: str, key: str, s: Setting, paths: dict) -> None:
+    run_dir, command, train_s = train(row, lr, s, paths, key)
+    record = score_and_record(row, lr, key, run_dir, command, train_s, s, paths)
+    print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS), flush=True)
+
+
 def run_grid(args) -> int:
+    """Train and score every row not yet in the table; ``--parallel N`` keeps N runs going (for a GPU)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     s = SETTINGS[args.setting]
     paths = default_paths(args)
     check_inputs(paths)
@@ -156,35 +195,33 @@ def run_grid(args) -> int:
 
     torch.set_num_threads(args.threads)
     done = {r["run_key"] for r in read_runs(paths["table"])}
-    if "base" not in done and (not args.stages or "base" in args.stages):
+    if "base" not in done and (not args.stages or "base" in args.stages) and not args.dry_run:
         print("[replicate] scoring the base model (no adapter)", flush=True)
         base = Row("base", "base model", mode="none", r=0, seed=0, lr="-")
         score_and_record(base, "-", "base", None, "(no training)", 0.0, s, paths)
-    finished = 0
-    for row in build_grid(s):
-        if args.stages and row.stage not in args.stages:
-            continue
-        runs = read_runs(paths["table"])
-        lr = resolve_lr(row, runs)
-        if lr is None:
-            print(f"[replicate] waiting: {row.row_id} needs the finished {row.lr[5:]} sweep", flush=True)
-            continue
-        key = run_key(row, lr)
-        same = [r for r in runs if r["run_key"] == key]
-        if any(r["stage"] == row.stage and r["label"] == row.label for r in same):
-            continue
-        if same:  # the same run, already trained and scored for another stage: record it under this one too
-            append_run(paths["table"], {**same[0], "stage": row.stage, "label": row.label})
-            continue
-        if args.dry_run:
+    if args.dry_run:
+        for row, _, key in ready_rows(s, args, paths, set()):
             print(f"[replicate] would run {key} ({row.stage}: {row.label})")
-            continue
-        run_dir, command, train_s = train(row, lr, s, paths, key)
-        record = score_and_record(row, lr, key, run_dir, command, train_s, s, paths)
-        print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS), flush=True)
-        finished += 1
-        if args.max_runs and finished >= args.max_runs:
-            break
+        return 0
+    started, running = 0, {}
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        while True:
+            budget = (args.max_runs - started) if args.max_runs else len(build_grid(s))
+            for row, lr, key in ready_rows(s, args, paths, set(running.values()))[: max(0, min(
+                    budget, args.parallel - len(running)))]:
+                running[pool.submit(run_one, row, lr, key, s, paths)] = key
+                started += 1
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del running[future]
+                future.result()  # a failed run stops the grid with its error (finished rows are kept)
+    waiting = sorted({row.lr[5:] for row in build_grid(s) if row.lr.startswith("best:")
+                      and (not args.stages or row.stage in args.stages)
+                      and resolve_lr(row, read_runs(paths["table"])) is None})
+    if waiting and not args.max_runs:
+        print(f"[replicate] rows waiting for unfinished sweeps: {', '.join(waiting)} (run the 'lr' stage)")
     return 0
 
 
@@ -229,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--results_dir", default="results/replication", help="the committed tables")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for scoring")
     ap.add_argument("--max_runs", type=int, default=0, help="stop after this many new runs (0: all)")
+    ap.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU holds several 135M runs)")
     ap.add_argument("--dry_run", action="store_true", help="list the runs that would be made")
     return ap
 

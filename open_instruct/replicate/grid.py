@@ -47,8 +47,9 @@ SETTINGS = {
     # 2-core CPU: about 2.4 s per step at batch 4 x 160 (SmolLM2-135M), so a run is ~25 min plus ~5 min of scoring.
     "cpu": Setting("cpu", max_steps=600, batch_size=4, max_seq_length=160),
     # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
-    "gpu": Setting("gpu", max_steps=3000, batch_size=16, max_seq_length=512, seen_per_task=10, unseen_max=10000,
-                   mmlu_per_subject=1000, arc_easy_n=10000, eval_batch_size=64),
+    # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
+    "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,
+                   mmlu_per_subject=1000, arc_easy_n=10000, eval_batch_size=64, extra_env=(("USE_QLORA", "0"),)),
     # The test suite's reduced run on a tiny model.
     "tiny": Setting("tiny", max_steps=2, batch_size=2, max_seq_length=64, e=2, mos_r=3, mos_p=1, mos_c=2,
                     tied_lora_r=4, vera_r=8, seen_per_task=1, unseen_max=4, mmlu_per_subject=1, arc_easy_n=4,

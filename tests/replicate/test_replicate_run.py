@@ -50,7 +50,7 @@ def test_reduced_replication_run(tmp_path, capsys):
     args = ["run", "--setting", "tiny", "--model", str(model), "--data_dir", str(data),
             "--mmlu_dir", str(REPO / "data/samples/mmlu"), "--runs_dir", str(tmp_path / "runs"),
             "--results_dir", str(tmp_path / "results"), "--threads", "1"]
-    assert main([*args, "--stages", "base", "regime", "--max_runs", "2"]) == 0  # LoRA r=e and r=8e, seed 0
+    assert main([*args, "--stages", "base", "regime", "--max_runs", "2", "--parallel", "2"]) == 0  # seed 0 runs
     assert main([*args, "--stages", "lr", "--max_runs", "2"]) == 0  # LoRA r=e and MoS at the first rate
     table = tmp_path / "results" / "tiny" / "runs.csv"
     rows = list(csv.DictReader(table.open()))

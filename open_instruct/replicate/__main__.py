@@ -91,6 +91,8 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
            "SAVE_STEPS": str(max(s.max_steps // 6, 1)), "LOGGING_STEPS": "10", "REPORT_TO": "none",
            **dict(s.extra_env)}
     extra = row.extra_args
+    if s.lora_modules != "all":
+        extra = f"{extra} --lora_modules {s.lora_modules}".strip()
     previous = find_run_dir(root)
     if previous is not None and (previous / "completed").exists():
         return previous, "(already trained)", 0.0

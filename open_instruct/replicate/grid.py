@@ -40,12 +40,17 @@ class Setting:
     mmlu_per_subject: int = 3  # MMLU subset: this many test questions of each of the 57 subjects
     arc_easy_n: int = 300
     eval_batch_size: int = 16
+    lora_modules: str = "all"  # the launcher's --lora_modules ("all" = the seven projections, as in the paper)
     extra_env: tuple = field(default_factory=tuple)  # (("VAR", "value"), ...) for the launcher
 
 
 SETTINGS = {
     # 2-core CPU: about 2.4 s per step at batch 4 x 160 (SmolLM2-135M), so a run is ~25 min plus ~5 min of scoring.
     "cpu": Setting("cpu", max_steps=600, batch_size=4, max_seq_length=160),
+    # The same with adapters on q_proj and v_proj only: 5.3x fewer adapter parameters per rank, a candidate for a
+    # capacity-limited regime if "cpu" shows LoRA r=e ~ LoRA r=8e (run `--stages regime` on both first).
+    "cpu_qv": Setting("cpu_qv", max_steps=600, batch_size=4, max_seq_length=160, tied_lora_r=46,
+                      lora_modules="q_proj,v_proj"),
     # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
     # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
     "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,

@@ -72,3 +72,23 @@ def test_reduced_replication_run(tmp_path, capsys):
     assert table.read_text() == before
     assert main(["report", "--setting", "tiny", "--results_dir", str(tmp_path / "results")]) == 0
     assert "| LoRA r=8e |" in (tmp_path / "results" / "tiny" / "tables.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu_qv", "gpu"])
+def test_setting_budgets_on_smollm2_shape(name):
+    """Each setting's ranks put MoS, PRoLoRA and Tied-LoRA at LoRA r=e's budget on SmolLM2-135M's shape."""
+    from transformers import LlamaConfig
+
+    from open_instruct.param_table import Row, measure
+
+    s = SETTINGS[name]
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152)
+    targets = "all-linear" if s.lora_modules == "all" else s.lora_modules.split(",")
+    per_layer = {"all": (576 + 576) * 2 + (576 + 192) * 2 + (576 + 1536) * 3, "q_proj,v_proj": (576 + 576) + (576 + 192)}
+    budget = s.e * 30 * per_layer[s.lora_modules]
+    assert measure(config, Row("lora", s.e), targets).trainable == budget
+    assert measure(config, Row("mos", s.mos_r, p=s.mos_p, e=s.e, c=s.mos_c), targets).trainable == budget
+    assert measure(config, Row("prolora", s.mos_r, p=0, c=s.mos_r // s.e), targets).trainable == budget
+    tied = measure(config, Row("tied_lora", s.tied_lora_r), targets).trainable
+    assert abs(tied - budget) / budget < 0.01, (tied, budget)

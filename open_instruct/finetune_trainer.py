@@ -105,7 +105,8 @@ class AdapterArguments:
     mos_pair_dissociation: bool = field(default=True, metadata={
         "help": "MoS ablation switch: False = B uses A's index lists (docs/ABLATIONS.md)."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
-    enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
+    enable_lora_rotation: bool = field(default=True, metadata={
+        "help": "PRoLoRA: roll copy i of a chunk by i·shift (rotation enhancement); unused by the other methods."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
     init2zero_via_vec: bool = field(default=False, metadata={"help": "Must be False (unused by MoS)."})
 
@@ -291,6 +292,7 @@ def method_config(mos_args, seed: int, method: str | None = None):
         valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
         num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed,
         init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std,
+        enable_lora_rotation=mos_args.enable_lora_rotation,
         mos_subset_selection=mos_args.mos_subset_selection, mos_pair_dissociation=mos_args.mos_pair_dissociation)
 
 

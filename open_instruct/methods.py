@@ -9,7 +9,8 @@ PROLORA PEFT types.
 lora       r = lora_r                                                   (α = lora_alpha, dropout = lora_dropout)
 vera       r = lora_r (VeRA's rank, e.g. 256); projection_prng_key = seed; no α (VeRA has no scaling)
 tied_lora  r = lora_r (rank of the tied A and B); α, dropout as LoRA
-prolora    r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies)
+prolora    r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies),
+           rotation: --enable_lora_rotation (default True)
 mos        r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec, vec mean/std
 =========  =====================================================================================================
 """
@@ -54,7 +55,8 @@ def _tied_lora(a, common):
 def _prolora(a, common):
     c = a["num_chunk_per_vec"]
     return ProLoRAConfig(r=a["r"], unshared_r=a["valid_param_private_r"], reduce_lora_A_x=c, reduce_lora_B_x=c,
-                         lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"], **common)
+                         enable_lora_rotation=a["enable_lora_rotation"], lora_alpha=a["lora_alpha"],
+                         lora_dropout=a["lora_dropout"], **common)
 
 
 def _mos(a, common):
@@ -87,7 +89,8 @@ TABLE: dict[str, Method] = {m.name: m for m in (
            _rank_only),
     Method("tied_lora", "r = lora_r (rank of the A and B tied across layers, per-layer u and v vectors)", "r",
            _tied_lora, _rank_only),
-    Method("prolora", "r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies)",
+    Method("prolora", "r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies), "
+           "rotation: --enable_lora_rotation (default True)",
            "rpc", _prolora, _describe_prolora),
     Method("mos", "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec", "rpec", _mos,
            _describe_mos),
@@ -109,8 +112,9 @@ def mapping_help() -> str:
 def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dropout: float = 0.0,
                    target_modules="all-linear", valid_param_private_r: int = 1, valid_param_lora_r: int = 1,
                    num_chunk_per_vec: int = 1, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
-                   init_lora_A_vec_std: float = 0.0, task_type: str | None = "CAUSAL_LM",
-                   mos_subset_selection: bool = True, mos_pair_dissociation: bool = True) -> peft.PeftConfig:
+                   init_lora_A_vec_std: float = 0.0, enable_lora_rotation: bool = True,
+                   task_type: str | None = "CAUSAL_LM", mos_subset_selection: bool = True,
+                   mos_pair_dissociation: bool = True) -> peft.PeftConfig:
     """The PEFT config of ``method_name`` from the launcher's arguments (see the module docstring for the mapping).
 
     Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
@@ -119,7 +123,8 @@ def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dro
     args = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, valid_param_private_r=valid_param_private_r,
                 valid_param_lora_r=valid_param_lora_r, num_chunk_per_vec=num_chunk_per_vec, seed=seed,
                 init_lora_A_vec_value=init_lora_A_vec_value, init_lora_A_vec_std=init_lora_A_vec_std,
-                mos_subset_selection=mos_subset_selection, mos_pair_dissociation=mos_pair_dissociation)
+                enable_lora_rotation=enable_lora_rotation, mos_subset_selection=mos_subset_selection,
+                mos_pair_dissociation=mos_pair_dissociation)
     return spec.build(args, dict(target_modules=target_modules, task_type=task_type))
 
 

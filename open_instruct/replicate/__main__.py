@@ -114,11 +114,11 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
 
 
 def default_paths(args) -> dict:
-    data = Path(args.data_dir)
-    return {"model": Path(args.model), "train_file": data / "processed" / "super_ni" / "super_ni_data.jsonl",
-            "heldout_dir": data / "heldout", "mmlu_dir": Path(args.mmlu_dir), "arc_file": data / "arc_easy" / "test.jsonl",
-            "runs_dir": Path(args.runs_dir) / args.setting,
-            "table": Path(args.results_dir) / args.setting / "runs.csv"}
+    data = Path(args.data_dir).resolve()  # absolute: the launcher runs from the repository root
+    return {"model": Path(args.model).resolve(), "train_file": data / "processed" / "super_ni" / "super_ni_data.jsonl",
+            "heldout_dir": data / "heldout", "mmlu_dir": Path(args.mmlu_dir).resolve(),
+            "arc_file": data / "arc_easy" / "test.jsonl", "runs_dir": Path(args.runs_dir).resolve() / args.setting,
+            "table": Path(args.results_dir).resolve() / args.setting / "runs.csv"}
 
 
 def check_inputs(paths: dict) -> None:

@@ -102,6 +102,10 @@ class AdapterArguments:
     num_chunk_per_vec: int | None = field(default=1, metadata={"help": "MoS shards per rank vector c."})
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
+    mos_subset_selection: bool = field(default=True, metadata={
+        "help": "MoS ablation switch: False = one shared-shard draw per module type for all layers (docs/ABLATIONS.md)."})
+    mos_pair_dissociation: bool = field(default=True, metadata={
+        "help": "MoS ablation switch: False = B uses A's index lists (docs/ABLATIONS.md)."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
     enable_lora_rotation: bool = field(default=True, metadata={
         "help": "PRoLoRA: roll copy i of a chunk by i·shift (rotation enhancement); unused by the other methods."})
@@ -183,6 +187,9 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
         raise UsageError("--use_lora False (full finetuning) is not supported; this trainer trains adapters.")
     if mos_args.enable_lora_bias or mos_args.init2zero_via_vec:
         raise UsageError("--enable_lora_bias and --init2zero_via_vec must be False for MoS (as in the original).")
+    if mos_args.ft_mode != "mos" and not (mos_args.mos_subset_selection and mos_args.mos_pair_dissociation):
+        raise UsageError(f"--mos_subset_selection / --mos_pair_dissociation are MoS ablation switches; --ft_mode "
+                         f"{mos_args.ft_mode} has no index lists. Drop them or use --ft_mode mos.")
     if not mos_args.enable_lora_vec:
         raise UsageError("--enable_lora_vec must be True (MoS keeps the frozen per-rank vector).")
     if data_args.streaming:

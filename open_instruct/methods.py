@@ -64,7 +64,9 @@ def _mos(a, common):
                      valid_param_private_r=a["valid_param_private_r"], num_chunk_per_vec=a["num_chunk_per_vec"],
                      lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"],
                      init_lora_A_vec_value=a["init_lora_A_vec_value"],
-                     init_lora_A_vec_std=a["init_lora_A_vec_std"] or 0.0, seed=a["seed"], **common)
+                     init_lora_A_vec_std=a["init_lora_A_vec_std"] or 0.0, seed=a["seed"],
+                     subset_selection=a.get("mos_subset_selection", True),
+                     pair_dissociation=a.get("mos_pair_dissociation", True), **common)
 
 
 def _rank_only(config) -> str:
@@ -111,7 +113,8 @@ def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dro
                    target_modules="all-linear", valid_param_private_r: int = 1, valid_param_lora_r: int = 1,
                    num_chunk_per_vec: int = 1, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
                    init_lora_A_vec_std: float = 0.0, enable_lora_rotation: bool = True,
-                   task_type: str | None = "CAUSAL_LM") -> peft.PeftConfig:
+                   task_type: str | None = "CAUSAL_LM", mos_subset_selection: bool = True,
+                   mos_pair_dissociation: bool = True) -> peft.PeftConfig:
     """The PEFT config of ``method_name`` from the launcher's arguments (see the module docstring for the mapping).
 
     Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
@@ -120,7 +123,8 @@ def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dro
     args = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, valid_param_private_r=valid_param_private_r,
                 valid_param_lora_r=valid_param_lora_r, num_chunk_per_vec=num_chunk_per_vec, seed=seed,
                 init_lora_A_vec_value=init_lora_A_vec_value, init_lora_A_vec_std=init_lora_A_vec_std,
-                enable_lora_rotation=enable_lora_rotation)
+                enable_lora_rotation=enable_lora_rotation, mos_subset_selection=mos_subset_selection,
+                mos_pair_dissociation=mos_pair_dissociation)
     return spec.build(args, dict(target_modules=target_modules, task_type=task_type))
 
 
@@ -142,7 +146,9 @@ def config_from_args(args, seed: int, method_name: str | None = None) -> peft.Pe
         target_modules=lora_target_modules(args.lora_modules), valid_param_private_r=args.valid_param_private_r,
         valid_param_lora_r=args.valid_param_lora_r, num_chunk_per_vec=args.num_chunk_per_vec or 1, seed=seed,
         init_lora_A_vec_value=args.init_lora_A_vec_value, init_lora_A_vec_std=args.init_lora_A_vec_std,
-        enable_lora_rotation=args.enable_lora_rotation)
+        enable_lora_rotation=args.enable_lora_rotation,
+        mos_subset_selection=getattr(args, "mos_subset_selection", True),
+        mos_pair_dissociation=getattr(args, "mos_pair_dissociation", True))
 
 
 def add_adapter(model, args, seed: int):

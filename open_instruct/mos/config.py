@@ -48,6 +48,16 @@ class MoSConfig(LowRankAdapterConfig):
     init_lora_A_vec_std: float = field(
         default=0.0, metadata={"help": "Std of the frozen per-rank scaling vector vec (0 = constant)."}
     )
+    subset_selection: bool = field(
+        default=True,
+        metadata={"help": "Ablation switch (docs/ABLATIONS.md). True (the method): each layer draws its own subset "
+                  "of shared shards. False: one draw per module type, used by every layer."},
+    )
+    pair_dissociation: bool = field(
+        default=True,
+        metadata={"help": "Ablation switch (docs/ABLATIONS.md). True (the method): A and B draw their index lists "
+                  "independently. False: B uses A's index list."},
+    )
     init_weights: bool = field(
         default=True,
         metadata={"help": "True: A pool U(±1/√in), B pool zeros (ΔW = 0 at start). False: both random (tests)."},

@@ -56,7 +56,8 @@ def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
     kw = {f: int(get(f)) for f in _CHUNK_FIELDS}
     if lora_config is not None:
         kw.update(_lora_fields(lora_config))
-    for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std"):
+    for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std",
+                "subset_selection", "pair_dissociation"):
         if get(opt) is not None:
             kw[opt] = get(opt)
     return MoSConfig(r=int(r), **kw)

@@ -53,7 +53,8 @@ class MoSModel(SharedPoolTuner):
             device = layers[members[0]].mos_index_A[adapter_name].device
             pool.add_adapter(adapter_name, num_pool_shards(e, num_layers, c), c, config.init_weights, generator,
                              device=device)  # a base on the meta device gets meta pools (accounting only)
-            routing = build_index_lists(num_layers, r, e, p, c, generator)
+            routing = build_index_lists(num_layers, r, e, p, c, generator, subset_selection=config.subset_selection,
+                                        pair_dissociation=config.pair_dissociation)
             for position, name in enumerate(members):
                 vec = torch.full((r,), float(config.init_lora_A_vec_value))
                 if config.init_lora_A_vec_std:

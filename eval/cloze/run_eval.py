@@ -1,0 +1,148 @@
+"""Multiple choice in cloze form: pick the answer whose *text* the model finds most likely.
+
+    python -m eval.cloze.run_eval --task mmlu --data_dir data/eval/mmlu --n_instances 5 \\
+        --model_name_or_path models/smollm2-135m-instruct --adapter_path output/run --save_dir output/run/cloze_mmlu
+    python -m eval.cloze.run_eval --task arc_easy --data_file data/eval/arc_easy/test.jsonl --n_instances 500 ...
+
+Small models score at chance on MMLU's letter format (they cannot map a letter to an answer), but the
+log-likelihood of each answer's text still separates them. Prompts are plain text (no chat format):
+
+    mmlu      "The following are multiple choice questions (with answers) about {subject}.\\n\\n"
+              "Question: {question}\\nAnswer:"  + " {choice}"        (test split, headerless CSV)
+    arc_easy  "Question: {question}\\nAnswer:" + " {choice}"          (JSONL: question, choices, gold)
+
+Metrics (``metrics.json``): ``acc`` (argmax of the summed log-probability), ``acc_per_char`` (argmax of the
+log-probability divided by the answer's length in characters, the usual choice for ARC), ``n``; per-question
+rows in ``predictions.jsonl``. ``--n_instances`` takes a fixed random subset (seed 42): per subject for MMLU,
+overall for ARC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from eval.loglik import continuation_logprobs
+from eval.utils import DATA_HINT, add_model_arguments, load_hf_lm_and_tokenizer, parse_eval_args, require_file
+
+TASKS = ("mmlu", "arc_easy")
+
+
+def mmlu_questions(data_dir: Path, n_instances: int | None) -> list[dict]:
+    test_dir = data_dir / "test"
+    files = sorted(test_dir.glob("*_test.csv")) if test_dir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no <subject>_test.csv files in {test_dir}. {DATA_HINT}")
+    questions = []
+    for path in files:
+        subject = path.name[: -len("_test.csv")]
+        df = pd.read_csv(path, header=None, keep_default_na=False, dtype=str)
+        if df.shape[1] != 6:
+            raise ValueError(f"{path}: expected 6 columns (question, A, B, C, D, answer), found {df.shape[1]}")
+        rows = list(range(len(df)))
+        if n_instances and n_instances < len(rows):
+            rows = sorted(random.Random(42).sample(rows, n_instances))
+        header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+        for i in rows:
+            question, *choices, answer = (str(x) for x in df.iloc[i])
+            if answer.strip() not in "ABCD" or not answer.strip():
+                raise ValueError(f"{path} row {i + 1}: answer must be one of A, B, C, D, got {answer!r}")
+            questions.append({"id": f"{subject}-{i}", "subject": subject,
+                              "context": f"{header}Question: {question.strip()}\nAnswer:",
+                              "choices": [c.strip() for c in choices], "gold": "ABCD".index(answer.strip())})
+    return questions
+
+
+def arc_questions(data_file: Path, n_instances: int | None) -> list[dict]:
+    questions = []
+    with open(require_file(data_file, "the ARC JSONL file"), encoding="utf-8") as fin:
+        for lineno, line in enumerate(fin, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                choices, gold = list(row["choices"]), int(row["gold"])
+                question = str(row["question"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{data_file} line {lineno}: expected JSON with question, choices, gold ({e})") from None
+            if not 0 <= gold < len(choices):
+                raise ValueError(f"{data_file} line {lineno}: gold {gold} is not an index into {len(choices)} choices")
+            questions.append({"id": str(row.get("id", lineno)), "context": f"Question: {question.strip()}\nAnswer:",
+                              "choices": [str(c).strip() for c in choices], "gold": gold})
+    if n_instances and n_instances < len(questions):
+        keep = sorted(random.Random(42).sample(range(len(questions)), n_instances))
+        questions = [questions[i] for i in keep]
+    return questions
+
+
+def score(model, tokenizer, questions: list[dict], batch_size: int) -> tuple[dict, list[dict]]:
+    """Score every choice of every question; returns (metrics, per-question rows)."""
+    pairs = [(q["context"], " " + choice) for q in questions for choice in q["choices"]]
+    logprobs = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc="Cloze choices")
+    rows, k, hits, hits_char = [], 0, 0, 0
+    for q in questions:
+        lp = [logprobs[k + j][0] for j in range(len(q["choices"]))]
+        k += len(q["choices"])
+        per_char = [v / max(len(" " + c), 1) for v, c in zip(lp, q["choices"])]
+        pred, pred_char = max(range(len(lp)), key=lp.__getitem__), max(range(len(lp)), key=per_char.__getitem__)
+        hits += pred == q["gold"]
+        hits_char += pred_char == q["gold"]
+        rows.append({"id": q["id"], "gold": q["gold"], "pred": pred, "pred_per_char": pred_char, "logprobs": lp})
+    n = len(questions)
+    return {"acc": hits / n, "acc_per_char": hits_char / n, "n": n}, rows
+
+
+def run(args) -> dict:
+    if args.task == "mmlu":
+        questions = mmlu_questions(Path(args.data_dir), args.n_instances)
+    else:
+        questions = arc_questions(Path(args.data_file), args.n_instances)
+    if not questions:
+        raise ValueError(f"no questions to score for --task {args.task}")
+    save_dir = Path(args.save_dir)
+    if (save_dir / "metrics.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{save_dir / 'metrics.json'} exists; pass --overwrite to replace it or choose "
+                              "another --save_dir")
+    model, tokenizer = load_hf_lm_and_tokenizer(args.model_name_or_path, args.tokenizer_name_or_path,
+                                                adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
+                                                use_fast_tokenizer=not args.use_slow_tokenizer,
+                                                padding_side="right")
+    metrics, rows = score(model, tokenizer, questions, args.eval_batch_size)
+    metrics["task"] = args.task
+    save_dir.mkdir(parents=True, exist_ok=True)
+    with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as fout:
+        fout.writelines(json.dumps(row) + "\n" for row in rows)
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"{args.task} (cloze, {metrics['n']} questions): acc {metrics['acc']:.4f}, "
+          f"acc_per_char {metrics['acc_per_char']:.4f} -> {save_dir / 'metrics.json'}")
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--data_dir", default="data/eval/mmlu", help="MMLU folder with test/<subject>_test.csv")
+    ap.add_argument("--data_file", default="data/eval/arc_easy/test.jsonl", help="ARC JSONL (question, choices, gold)")
+    ap.add_argument("--n_instances", type=int, default=None, help="fixed random subset (per subject for MMLU)")
+    ap.add_argument("--save_dir", required=True, help="where metrics.json and predictions.jsonl go")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in --save_dir")
+    add_model_arguments(ap, batch_help="sequences per forward pass")
+    return ap
+
+
+def main(argv=None) -> dict | None:
+    args = parse_eval_args(build_parser(), argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

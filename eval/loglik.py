@@ -1,0 +1,94 @@
+"""Batched log-likelihood scoring: continuations given contexts, and held-out loss on chat examples.
+
+Both pad on the right, sort by length to waste little padding, and return results in the input order.
+
+* ``continuation_logprobs``: for each ``(context, continuation)`` the summed log-probability of the
+  continuation's tokens given the context. The continuation's tokens are those of ``context + continuation``
+  beyond the tokens of ``context`` (so a leading space joins the continuation, as in lm-eval).
+* ``example_losses``: for each training-format example (``messages`` or prompt/completion), the summed
+  cross-entropy over its label tokens (the assistant replies, as in training) and their count; the
+  token-weighted mean over a set is ``sum(losses) / sum(counts)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+
+from eval.utils import input_device
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+
+@torch.inference_mode()
+def _score(model, sequences: list[tuple[list[int], list[int]]], batch_size: int, desc: str,
+           disable_tqdm: bool) -> list[tuple[float, int]]:
+    """``sequences`` = (input_ids, labels with -100 for unscored positions) -> (sum log p of labels, count)."""
+    device = input_device(model)
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=disable_tqdm, leave=False):
+        idx = order[start:start + batch_size]
+        ids = _pad([sequences[i][0] for i in idx], 0).to(device)
+        labels = _pad([sequences[i][1] for i in idx], -100).to(device)
+        mask = _pad([[1] * len(sequences[i][0]) for i in idx], 0).to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        target = labels[:, 1:]
+        scored = target != -100
+        rows = torch.log_softmax(logits[scored].float(), dim=-1)  # only the scored positions
+        logp = torch.zeros(target.shape, dtype=rows.dtype, device=rows.device)
+        logp[scored] = rows.gather(-1, target[scored].unsqueeze(-1)).squeeze(-1)
+        sums = logp.sum(-1).tolist()
+        counts = scored.sum(-1).tolist()
+        for i, total, count in zip(idx, sums, counts):
+            results[i] = (total, count)
+    return results
+
+
+def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
+                          max_length: int | None = None, disable_tqdm: bool = False,
+                          desc: str = "Log-likelihood") -> list[tuple[float, int]]:
+    """``[(sum log p(continuation | context), number of continuation tokens), ...]``.
+
+    With ``max_length``, contexts are cut from the left so that context + continuation fit.
+    """
+    sequences = []
+    for context, continuation in pairs:
+        ctx = tokenizer(context, add_special_tokens=True).input_ids
+        full = tokenizer(context + continuation, add_special_tokens=True).input_ids
+        n_ctx = len(ctx)
+        while n_ctx > 0 and full[:n_ctx] != ctx[:n_ctx]:  # a merge across the boundary: score from the split
+            n_ctx -= 1
+        if n_ctx >= len(full):
+            raise ValueError(f"continuation {continuation!r} adds no token to its context")
+        if max_length is not None and len(full) > max_length:
+            cut = len(full) - max_length
+            full, n_ctx = full[cut:], max(n_ctx - cut, 1)
+        sequences.append((full, [-100] * n_ctx + full[n_ctx:]))
+    return _score(model, sequences, batch_size, desc, disable_tqdm)
+
+
+def example_losses(model, tokenizer, examples: Sequence[dict], max_seq_length: int, chat_format: str = "tulu",
+                   batch_size: int = 8, disable_tqdm: bool = False,
+                   desc: str = "Held-out loss") -> list[tuple[float, int]]:
+    """``[(summed cross-entropy over label tokens, label token count), ...]``, encoded as in training."""
+    from open_instruct.data.encoding import encode_example
+
+    sequences = []
+    for example in examples:
+        enc = encode_example(example, tokenizer, max_seq_length, chat_format)
+        sequences.append((list(enc["input_ids"]), list(enc["labels"])))
+    return [(-total, count) for total, count in _score(model, sequences, batch_size, desc, disable_tqdm)]
+
+
+def mean_loss(losses: Sequence[tuple[float, int]]) -> float:
+    """Token-weighted mean of ``example_losses`` output."""
+    tokens = sum(count for _, count in losses)
+    if tokens == 0:
+        raise ValueError("no label tokens to average over (every example was truncated away or empty)")
+    return sum(total for total, _ in losses) / tokens

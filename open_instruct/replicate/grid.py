@@ -1,0 +1,140 @@
+"""The replication grid: settings (how long, how big) and rows (which method, at which rate and seed).
+
+Rows are ordered so that the most informative come first, and each has a stable id, so a results table can
+say which rows are done:
+
+1. ``regime``     LoRA r=e vs LoRA r=8e, two seeds: is this setting limited by adapter capacity at all?
+2. ``lr``         learning-rate sweeps (3 rates spanning 10x) of LoRA r=e and MoS, seed 0
+3. ``main``       LoRA r=e, MoS, LoRA r=4e, LoRA r=8e, seeds 0 and 1, each at its own best rate
+4. ``baselines``  VeRA, Tied-LoRA, PRoLoRA: sweep on seed 0, then seeds 0 and 1 at the best rate
+5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds
+
+"Best rate" is picked on held-in loss (``seen_loss``, unseen instances of the training tasks) among the
+finished sweep rows of that method; a row whose rate depends on a sweep that has not finished waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+LR_SWEEP = ("3e-4", "1e-3", "3e-3")
+SEEDS = (0, 1)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How each run trains and is scored; recorded in every result row."""
+
+    name: str
+    max_steps: int
+    batch_size: int
+    max_seq_length: int
+    e: int = 2                # parameter budget of the comparison, in LoRA ranks
+    mos_r: int = 8            # MoS's materialised rank at that budget
+    mos_p: int = 1
+    mos_c: int = 4
+    tied_lora_r: int = 44     # Tied-LoRA rank whose trainable parameters are closest to LoRA r=e
+    vera_r: int = 256         # VeRA cannot reach the budget at a sane rank; the paper's r
+    seen_per_task: int = 1    # held-out instances per training task to score
+    unseen_max: int = 200     # held-out instances of unseen tasks to score
+    mmlu_per_subject: int = 3  # MMLU subset: this many test questions of each of the 57 subjects
+    arc_easy_n: int = 300
+    eval_batch_size: int = 16
+    lora_modules: str = "all"  # the launcher's --lora_modules ("all" = the seven projections, as in the paper)
+    extra_env: tuple = field(default_factory=tuple)  # (("VAR", "value"), ...) for the launcher
+
+
+SETTINGS = {
+    # 2-core CPU: about 2.4 s per step at batch 4 x 160 (SmolLM2-135M), so a run is ~25 min plus ~5 min of scoring.
+    "cpu": Setting("cpu", max_steps=600, batch_size=4, max_seq_length=160),
+    # The same with adapters on q_proj and v_proj only: 5.3x fewer adapter parameters per rank, a candidate for a
+    # capacity-limited regime if "cpu" shows LoRA r=e ~ LoRA r=8e (run `--stages regime` on both first).
+    "cpu_qv": Setting("cpu_qv", max_steps=600, batch_size=4, max_seq_length=160, tied_lora_r=46,
+                      lora_modules="q_proj,v_proj"),
+    # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
+    # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
+    "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,
+                   mmlu_per_subject=1000, arc_easy_n=10000, eval_batch_size=64, extra_env=(("USE_QLORA", "0"),)),
+    # The test suite's reduced run on a tiny model.
+    "tiny": Setting("tiny", max_steps=2, batch_size=2, max_seq_length=64, e=2, mos_r=3, mos_p=1, mos_c=2,
+                    tied_lora_r=4, vera_r=8, seen_per_task=1, unseen_max=4, mmlu_per_subject=1, arc_easy_n=4,
+                    eval_batch_size=4, extra_env=(("MAX_EVAL_SAMPLES", "4"),)),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One training run: a launcher call (r seed lr mode vec_value vec_std p e c) plus optional trainer flags."""
+
+    stage: str
+    label: str                 # what the row stands for, e.g. "LoRA r=e", "MoS w/o pair dissociation"
+    mode: str
+    r: int
+    seed: int
+    lr: str                    # a rate, or "best:<label>" = the best rate of that label's sweep
+    p: int = 0
+    e: int = 1
+    c: int = 1
+    vec_std: str = "0"
+    extra_args: str = ""       # more finetune_trainer flags (the ablation switches)
+
+    @property
+    def row_id(self) -> str:
+        parts = [self.stage, self.label, f"sd{self.seed}", f"lr{self.lr}"]
+        return "|".join(parts)
+
+    def launcher_args(self, lr: str) -> list[str]:
+        return [str(self.r), str(self.seed), "0", lr, self.mode, "1", self.vec_std, str(self.p), str(self.e),
+                str(self.c)]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "row_id": self.row_id}
+
+
+def build_grid(s: Setting) -> list[Row]:
+    """All rows for setting ``s``, most informative first (see the module doc)."""
+    e = s.e
+    lora_e = dict(mode="lora", r=e, p=e, e=e, c=1)
+    mos = dict(mode="mos", r=s.mos_r, p=s.mos_p, e=e, c=s.mos_c)
+    rows: list[Row] = []
+    # 1. regime check
+    for seed in SEEDS:
+        rows.append(Row("regime", "LoRA r=e", seed=seed, lr="1e-3", **lora_e))
+        rows.append(Row("regime", "LoRA r=8e", mode="lora", r=8 * e, p=8 * e, e=8 * e, c=1, seed=seed, lr="1e-3"))
+    # 2. learning-rate sweeps of the two methods the claim is about
+    for lr in LR_SWEEP:
+        rows.append(Row("lr", "LoRA r=e", seed=0, lr=lr, **lora_e))
+        rows.append(Row("lr", "MoS", seed=0, lr=lr, **mos))
+    # 3. main table (LoRA r=4e and r=8e at LoRA r=e's best rate: same method, larger rank)
+    for seed in SEEDS:
+        rows.append(Row("main", "LoRA r=e", seed=seed, lr="best:LoRA r=e", **lora_e))
+        rows.append(Row("main", "MoS", seed=seed, lr="best:MoS", **mos))
+        rows.append(Row("main", "LoRA r=4e", mode="lora", r=4 * e, p=4 * e, e=4 * e, c=1, seed=seed,
+                        lr="best:LoRA r=e"))
+        rows.append(Row("main", "LoRA r=8e", mode="lora", r=8 * e, p=8 * e, e=8 * e, c=1, seed=seed,
+                        lr="best:LoRA r=e"))
+    # 4. the other baselines at (about) the same budget
+    baselines = {
+        "VeRA": dict(mode="vera", r=s.vera_r, p=0, e=1, c=1),
+        "Tied-LoRA": dict(mode="tied_lora", r=s.tied_lora_r, p=0, e=1, c=1),
+        "PRoLoRA": dict(mode="prolora", r=s.mos_r, p=0, e=1, c=s.mos_r // e),
+    }
+    for label, kw in baselines.items():
+        for lr in LR_SWEEP:
+            rows.append(Row("lr", label, seed=0, lr=lr, **kw))
+    for label, kw in baselines.items():
+        for seed in SEEDS:
+            rows.append(Row("baselines", label, seed=seed, lr=f"best:{label}", **kw))
+    # 5. ablations at MoS's budget and rate
+    ablations = {
+        "MoS w/o subset selection": dict(mos, extra_args="--mos_subset_selection False"),
+        "MoS w/o pair dissociation": dict(mos, extra_args="--mos_pair_dissociation False"),
+        "MoS w/o vector sharding (c=1)": dict(mos, c=1),
+        "MoS w/o shard privatization (p=0)": dict(mos, p=0),
+        "pure sharing": dict(mos, p=0, extra_args="--mos_subset_selection False"),
+        "random scaling": dict(mos, p=0, vec_std="1", extra_args="--mos_subset_selection False"),
+    }
+    for seed in SEEDS:
+        for label, kw in ablations.items():
+            rows.append(Row("ablations", label, seed=seed, lr="best:MoS", **kw))
+    return rows

@@ -1,0 +1,115 @@
+"""Tables and a plot from ``results/replication/<setting>/runs.csv``: what the grid has shown so far.
+
+Written next to the CSV: ``tables.md`` (regime check, main table, learning rates, ablations) and
+``score_vs_params.png``. Means and standard deviations are over seeds; "Δ vs X" is the paired difference
+(same seed) to the reference row X, as mean ± std over the seeds both have, so a reader can see whether a
+gap is larger than the noise. Losses: lower is better; accuracies: higher is better.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from open_instruct.replicate.grid import Setting
+
+METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
+SHOWN = {"seen_loss": "held-in loss", "unseen_loss": "unseen-task loss", "mmlu_cloze": "MMLU cloze",
+         "arc_easy": "ARC-Easy", "mmlu_letter": "MMLU letter"}
+
+
+def _fmt(values: pd.Series, digits: int = 4) -> str:
+    values = values.dropna().astype(float)
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def paired_delta(df: pd.DataFrame, label: str, ref: str, metric: str) -> str:
+    a = df[df.label == label].set_index("seed")[metric].astype(float)
+    b = df[df.label == ref].set_index("seed")[metric].astype(float)
+    both = a.index.intersection(b.index)
+    if both.empty or label == ref:
+        return ""
+    d = a[both] - b[both]
+    return f"{d.mean():+.4f}" + (f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else "") + f" (n={len(d)})"
+
+
+def method_table(df: pd.DataFrame, labels: list[str], ref: str) -> str:
+    head = ["run", "trainable params", "seeds", *[SHOWN[m] for m in METRICS], f"Δ held-in loss vs {ref}",
+            f"Δ ARC-Easy vs {ref}", f"Δ MMLU cloze vs {ref}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        rows = df[df.label == label]
+        if rows.empty:
+            continue
+        params = int(float(rows.trainable_params.iloc[0] or 0))
+        cells = [label, f"{params:,}", str(len(rows)), *[_fmt(rows[m]) for m in METRICS],
+                 paired_delta(df, label, ref, "seen_loss"), paired_delta(df, label, ref, "arc_easy"),
+                 paired_delta(df, label, ref, "mmlu_cloze")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def lr_table(df: pd.DataFrame) -> str:
+    sweep = df[df.stage == "lr"]
+    lines = ["| method | lr | held-in loss | unseen-task loss | ARC-Easy | MMLU cloze | picked |", "|---|---|---|---|---|---|---|"]
+    for label, rows in sweep.groupby("label", sort=False):
+        best = rows.loc[rows.seen_loss.astype(float).idxmin(), "lr"]
+        for _, r in rows.sort_values("lr", key=lambda s: s.astype(float)).iterrows():
+            lines.append(f"| {label} | {r.lr} | {float(r.seen_loss):.4f} | {float(r.unseen_loss):.4f} | "
+                         f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {'✓' if r.lr == best else ''} |")
+    return "\n".join(lines)
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = df[df.stage.isin(["main", "baselines", "base"])].copy()
+    if main.empty:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("seen_loss", "arc_easy")):
+        for label, rows in main.groupby("label"):
+            x = rows.trainable_params.astype(float).clip(lower=1)
+            y = rows[metric].astype(float)
+            ax.errorbar(x.mean(), y.mean(), yerr=y.std(ddof=1) if len(y) > 1 else 0, fmt="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters")
+        ax.set_ylabel(SHOWN[metric])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results_dir: Path, setting: Setting) -> int:
+    table = results_dir / "runs.csv"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table} does not exist yet; run `python -m open_instruct.replicate run "
+                                f"--setting {setting.name}` first")
+    df = pd.read_csv(table, dtype={"lr": str})
+    parts = [f"# Replication tables ({setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, "
+             f"sequence {setting.max_seq_length}, budget e = {setting.e})", "",
+             f"{len(df)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
+             f"{setting.name}`.", "", "## Regime check: is LoRA r=8e better than LoRA r=e here?", "",
+             method_table(df[df.stage == "regime"], ["LoRA r=e", "LoRA r=8e"], "LoRA r=e"), "",
+             "## Main table (each method at its best learning rate)", "",
+             method_table(df[df.stage.isin(["main", "baselines", "base"])],
+                          ["base model", "LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e"],
+                          "LoRA r=e"), "",
+             "## Learning-rate sweeps (seed 0; picked on held-in loss)", "", lr_table(df), "",
+             "## Ablations (at MoS's budget and rate)", "",
+             method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
+                          ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), ""]
+    (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
+    plot(df, results_dir / "score_vs_params.png")
+    print("\n".join(parts))
+    return 0

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The replication experiment (issue: does MoS match LoRA at the same budget, and approach LoRA r=8e?), resumable.
+#
+#   bash scripts/replicate.sh                 # CPU grid (SmolLM2-135M): days of CPU; stop and rerun at will
+#   SETTING=gpu PARALLEL=8 bash scripts/replicate.sh      # same grid, larger runs, 8 at once on one GPU
+#   bash scripts/replicate.sh --stages regime lr          # only some stages (extra args go to `run`)
+#
+# Every finished run appends one row to results/replication/<setting>/runs.csv (commit it); a rerun skips the
+# rows already there and resumes an interrupted training from its last checkpoint. Tables and the plot:
+# results/replication/<setting>/tables.md and score_vs_params.png. See `python -m open_instruct.replicate --help`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SETTING=${SETTING:-cpu}
+if [ "${SKIP_BOOTSTRAP:-0}" != 1 ]; then bash scripts/bootstrap.sh; PYTHON=$PWD/.venv/bin/python; fi
+PYTHON=${PYTHON:-python}
+export PYTHON HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+MODEL=${MODEL:-models/smollm2-135m-instruct}
+[ -f "$MODEL/config.json" ] || "$PYTHON" -m open_instruct.models fetch-smollm2 --out "$MODEL"
+[ -d data/eval/mmlu/test ] || bash scripts/prepare_eval_data.sh
+"$PYTHON" -m open_instruct.replicate prepare
+"$PYTHON" -m open_instruct.replicate run --setting "$SETTING" --model "$MODEL" --parallel "${PARALLEL:-1}" \
+  --threads "${THREADS:-2}" "$@"
+"$PYTHON" -m open_instruct.replicate report --setting "$SETTING"

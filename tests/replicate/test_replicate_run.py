@@ -1,0 +1,94 @@
+"""The replication command, reduced: a tiny model, two training steps a run, through the paper's launcher."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from replicate_helpers import fake_bigbench
+
+from open_instruct.data.bigbench_ni import convert_tree
+from open_instruct.reformat_datasets import convert_super_ni_data
+from open_instruct.replicate.__main__ import main
+from open_instruct.replicate.grid import SETTINGS, build_grid
+from open_instruct.tiny import TINY_ARCHS, save_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lora_params_per_rank(arch: str = "llama") -> int:
+    """Σ over the 7 projections of (in + out), times layers: an independent count from the config."""
+    cfg = TINY_ARCHS[arch]
+    h, i, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    kv = h // cfg["num_attention_heads"] * cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    return layers * ((h + h) + (h + kv) * 2 + (h + h) + (h + i) * 2 + (i + h))
+
+
+def test_grid_order_and_budget_settings():
+    rows = build_grid(SETTINGS["cpu"])
+    stages = [r.stage for r in rows]
+    assert stages.index("regime") < stages.index("lr") < stages.index("main") < stages.index("baselines") \
+        < stages.index("ablations")
+    assert {r.label for r in rows if r.stage == "regime"} == {"LoRA r=e", "LoRA r=8e"}
+    lrs = {r.lr for r in rows if r.stage == "lr" and r.label == "MoS"}
+    assert len(lrs) >= 3 and max(map(float, lrs)) / min(map(float, lrs)) >= 10
+    assert {r.seed for r in rows if r.stage == "main"} == {0, 1}
+    assert len({r.row_id for r in rows}) == len(rows)
+
+
+@pytest.mark.slow
+def test_reduced_replication_run(tmp_path, capsys):
+    model = save_tiny_checkpoint(tmp_path / "tiny", "llama")
+    data = tmp_path / "replication"
+    convert_tree(fake_bigbench(tmp_path / "bb", n_families=5, n_examples=30), data, num_heldout_families=1,
+                 heldout_per_task=2, min_examples=10, seed=0)
+    convert_super_ni_data(data / "super_ni", data / "processed" / "super_ni", seed=42)
+    (data / "arc_easy").mkdir()
+    (data / "arc_easy" / "test.jsonl").write_text("".join(
+        json.dumps({"id": i, "question": f"Which is a colour ({i})?", "choices": ["blue", "dog"], "gold": 0}) + "\n"
+        for i in range(6)))
+    args = ["run", "--setting", "tiny", "--model", str(model), "--data_dir", str(data),
+            "--mmlu_dir", str(REPO / "data/samples/mmlu"), "--runs_dir", str(tmp_path / "runs"),
+            "--results_dir", str(tmp_path / "results"), "--threads", "1"]
+    assert main([*args, "--stages", "base", "regime", "--max_runs", "2", "--parallel", "2"]) == 0  # seed 0 runs
+    assert main([*args, "--stages", "lr", "--max_runs", "2"]) == 0  # LoRA r=e and MoS at the first rate
+    table = tmp_path / "results" / "tiny" / "runs.csv"
+    rows = list(csv.DictReader(table.open()))
+    by = {(r["stage"], r["label"], r["seed"], r["lr"]): r for r in rows}
+    per_rank, e = lora_params_per_rank(), SETTINGS["tiny"].e
+    assert int(by[("regime", "LoRA r=e", "0", "1e-3")]["trainable_params"]) == e * per_rank
+    assert int(by[("regime", "LoRA r=8e", "0", "1e-3")]["trainable_params"]) == 8 * e * per_rank
+    assert int(by[("lr", "MoS", "0", "3e-4")]["trainable_params"]) == e * per_rank
+    assert by[("base", "base model", "0", "-")]["trainable_params"] == "0"
+    for r in rows:
+        for m in ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter"):
+            assert r[m] != "" and float(r[m]) == float(r[m]), (r["run_key"], m)
+    # a rerun skips what is done: only the two seed-1 regime runs are left to make
+    before = table.read_text()
+    capsys.readouterr()
+    assert main([*args, "--stages", "base", "regime", "--dry_run"]) == 0
+    todo = [line for line in capsys.readouterr().out.splitlines() if "would run" in line]
+    assert len(todo) == 2 and all("_sd1_" in line for line in todo), todo
+    assert table.read_text() == before
+    assert main(["report", "--setting", "tiny", "--results_dir", str(tmp_path / "results")]) == 0
+    assert "| LoRA r=8e |" in (tmp_path / "results" / "tiny" / "tables.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["cpu", "cpu_qv", "gpu"])
+def test_setting_budgets_on_smollm2_shape(name):
+    """Each setting's ranks put MoS, PRoLoRA and Tied-LoRA at LoRA r=e's budget on SmolLM2-135M's shape."""
+    from transformers import LlamaConfig
+
+    from open_instruct.param_table import Row, measure
+
+    s = SETTINGS[name]
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152)
+    targets = "all-linear" if s.lora_modules == "all" else s.lora_modules.split(",")
+    per_layer = {"all": (576 + 576) * 2 + (576 + 192) * 2 + (576 + 1536) * 3, "q_proj,v_proj": (576 + 576) + (576 + 192)}
+    budget = s.e * 30 * per_layer[s.lora_modules]
+    assert measure(config, Row("lora", s.e), targets).trainable == budget
+    assert measure(config, Row("mos", s.mos_r, p=s.mos_p, e=s.e, c=s.mos_c), targets).trainable == budget
+    assert measure(config, Row("prolora", s.mos_r, p=0, c=s.mos_r // s.e), targets).trainable == budget
+    tied = measure(config, Row("tied_lora", s.tied_lora_r), targets).trainable
+    assert abs(tied - budget) / budget < 0.01, (tied, budget)

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from tqdm import tqdm
 
@@ -96,10 +94,17 @@ def sampled_outputs(args, prompts: list[str], tokenizer, n: int, temperature: fl
 
 
 def run_cli(run, parser, argv=None):
-    """``run(parse_eval_args(parser, argv))``; bad input -> one line on stderr and exit status 2."""
-    args = parse_eval_args(parser, argv)
-    try:
-        return run(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """``run(parse_eval_args(parser, argv))`` after ``eval.cli.check_save_dir`` (results already in --save_dir are
+    kept unless --overwrite; a training run directory is refused); bad input -> one line, exit status 2."""
+    from eval.cli import EvalInputError, check_save_dir
+    from eval.cli import run_cli as one_line_errors
+
+    def main(args_list):
+        args = parse_eval_args(parser, args_list)
+        try:
+            check_save_dir(args.save_dir, args.overwrite)
+            return run(args)
+        except ValueError as err:  # the evaluators' own input checks
+            raise EvalInputError(str(err)) from None
+
+    return one_line_errors(main, argv)

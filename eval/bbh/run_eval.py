@@ -29,6 +29,7 @@ import random
 import re
 from pathlib import Path
 
+from eval.cli import add_overwrite_argument
 from eval.generation import greedy_outputs, run_cli
 from eval.gsm.run_eval import exact_match
 from eval.templates import format_chat_prompt, get_chat_formatting_function
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data/eval/bbh", help="folder with bbh/ and cot-prompts/")
     ap.add_argument("--save_dir", default="results/bbh", help="where metrics.json and predictions/ go")
+    add_overwrite_argument(ap)
     ap.add_argument("--no_cot", action="store_true", help="exemplars without their reasoning")
     ap.add_argument("--tasks", nargs="*", help="only these tasks (default: every bbh/<task>.json)")
     ap.add_argument("--max_num_examples_per_task", type=int, default=None, help="a seeded sample per task")

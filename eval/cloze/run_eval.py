@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 import pandas as pd
 
+from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, run_cli
 from eval.loglik import continuation_logprobs
 from eval.utils import DATA_HINT, add_model_arguments, load_hf_lm_and_tokenizer, parse_eval_args, require_file
 
@@ -50,7 +50,7 @@ def mmlu_questions(data_dir: Path, n_instances: int | None) -> list[dict]:
         header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
         for i in rows:
             question, *choices, answer = (str(x) for x in df.iloc[i])
-            if answer.strip() not in "ABCD" or not answer.strip():
+            if answer.strip() not in ("A", "B", "C", "D"):
                 raise ValueError(f"{path} row {i + 1}: answer must be one of A, B, C, D, got {answer!r}")
             questions.append({"id": f"{subject}-{i}", "subject": subject,
                               "context": f"{header}Question: {question.strip()}\nAnswer:",
@@ -98,16 +98,13 @@ def score(model, tokenizer, questions: list[dict], batch_size: int) -> tuple[dic
 
 
 def run(args) -> dict:
+    save_dir = check_save_dir(args.save_dir, args.overwrite)
     if args.task == "mmlu":
         questions = mmlu_questions(Path(args.data_dir), args.n_instances)
     else:
         questions = arc_questions(Path(args.data_file), args.n_instances)
     if not questions:
         raise ValueError(f"no questions to score for --task {args.task}")
-    save_dir = Path(args.save_dir)
-    if (save_dir / "metrics.json").exists() and not args.overwrite:
-        raise FileExistsError(f"{save_dir / 'metrics.json'} exists; pass --overwrite to replace it or choose "
-                              "another --save_dir")
     model, tokenizer = load_hf_lm_and_tokenizer(args.model_name_or_path, args.tokenizer_name_or_path,
                                                 adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
                                                 use_fast_tokenizer=not args.use_slow_tokenizer,
@@ -130,19 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data_file", default="data/eval/arc_easy/test.jsonl", help="ARC JSONL (question, choices, gold)")
     ap.add_argument("--n_instances", type=int, default=None, help="fixed random subset (per subject for MMLU)")
     ap.add_argument("--save_dir", required=True, help="where metrics.json and predictions.jsonl go")
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in --save_dir")
+    add_overwrite_argument(ap)
     add_model_arguments(ap, batch_help="sequences per forward pass")
     return ap
 
 
-def main(argv=None) -> dict | None:
+def main(argv=None) -> dict:
     args = parse_eval_args(build_parser(), argv)
     try:
         return run(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ValueError as err:  # the data checks above; EvalInputError and missing files pass through
+        raise EvalInputError(str(err)) from None
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

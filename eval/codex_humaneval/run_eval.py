@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from eval.cli import add_overwrite_argument
 from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
 from eval.generation import run_cli, sampled_outputs
 from eval.templates import format_chat_prompt, get_chat_formatting_function
@@ -182,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data_file", default="data/eval/codex_humaneval/HumanEval.jsonl.gz",
                     help="HumanEval problems, .jsonl or .jsonl.gz")
     ap.add_argument("--save_dir", default="results/codex_humaneval", help="where metrics.json and the samples go")
+    add_overwrite_argument(ap)
     ap.add_argument("--max_num_examples", type=int, default=None, help="only the first N problems")
     ap.add_argument("--eval_pass_at_ks", type=int, nargs="+", default=[1], help="k values of pass@k (default 1)")
     ap.add_argument("--unbiased_sampling_size_n", type=int, default=20, help="samples per problem (default 20)")

@@ -30,6 +30,7 @@ import re
 import string
 from pathlib import Path
 
+from eval.cli import add_overwrite_argument
 from eval.generation import greedy_outputs, run_cli
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import add_model_arguments, load_tokenizer, require_file
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data/eval/gsm", help="folder with test.jsonl and cot_exemplars.jsonl")
     ap.add_argument("--save_dir", default="results/gsm", help="where metrics.json and predictions.jsonl go")
+    add_overwrite_argument(ap)
     ap.add_argument("--n_shot", type=int, default=8, help="exemplars in the prompt (default 8)")
     ap.add_argument("--no_cot", action="store_true", help="exemplars give only the final number")
     ap.add_argument("--exemplars_file", default=None, help="default: <data_dir>/cot_exemplars.jsonl")

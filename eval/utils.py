@@ -128,17 +128,14 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
 def attach_adapter(model, adapter_path: str | Path):
     """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge).
 
-    Importing ``open_instruct.mos`` and ``open_instruct.baselines`` registers the MoS, Tied-LoRA and PRoLoRA
-    PEFT types, so their native checkpoints load as well as exported plain LoRA adapters.
+    Importing ``open_instruct.methods`` registers the MoS, Tied-LoRA and PRoLoRA PEFT types, so their native
+    checkpoints load as well as exported plain LoRA adapters.
     """
     from peft import PeftModel
 
     read_adapter_config(adapter_path)
-    try:
-        import open_instruct.baselines  # noqa: F401
-        import open_instruct.mos  # noqa: F401
-    except ImportError:
-        pass
+    import open_instruct.methods  # noqa: F401  (registers the MOS, TIED_LORA and PROLORA PEFT types)
+
     return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
 
 
@@ -323,7 +320,7 @@ def load_vllm_model(model_name_or_path: str, tokenizer_name_or_path: str | None 
         if str(config.get("peft_type", "")).upper() != "LORA":
             warnings.warn(f"--use_vllm: the adapter in {adapter_path} has peft_type {config.get('peft_type')!r}; "
                           "vLLM serves only plain LoRA adapters. Export the MoS adapter to a dense LoRA adapter "
-                          "(open_instruct.mos export) to use vLLM; falling back to Hugging Face generation.",
+                          "(python -m open_instruct.export) to use vLLM; falling back to Hugging Face generation.",
                           stacklevel=2)
             return None
         rank = int(config.get("r", 8))

@@ -33,11 +33,12 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from open_instruct.methods import METHODS, adapter_config, mapping_help
+
 logger = logging.getLogger("finetune_trainer")
 
-FT_MODES = ("lora", "vera", "tied_lora", "prolora", "mos")  # open_instruct.baselines.METHODS
+FT_MODES = METHODS
 COMPLETED = "completed"
-MOS_SUBDIR = "mos_adapter"
 
 
 def native_adapter_subdir(ft_mode: str) -> str:
@@ -80,15 +81,13 @@ class DataTrainingArguments:
 
 
 @dataclass
-class MoSArguments:
-    """The original's ``SelfDefinedArguments``: adapter type and MoS hyperparameters."""
+class AdapterArguments:
+    """The original's ``SelfDefinedArguments``: which method (``--ft_mode``) and its hyperparameters, in the
+    launcher's names; ``open_instruct.methods`` maps them onto each method's config."""
 
     ft_mode: str = field(default="mos", metadata={
         "help": "Adapter: mos, or a baseline of the paper: lora, vera, tied_lora, prolora. The other flags map to each "
-                "method as: lora: r = lora_r; vera: r = lora_r (VeRA's rank, e.g. 256; lora_alpha unused, seed = "
-                "projection PRNG key); tied_lora: r = lora_r (rank of the A and B tied across layers); prolora: r = "
-                "lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies); mos: "
-                "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec."})
+                "method as: " + mapping_help() + "."})
     use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
     use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
     lora_r: int = field(default=64, metadata={"help": "Rank r of the materialised adapter."})
@@ -159,7 +158,7 @@ def _has_module(name: str) -> bool:
 # ---------------------------------------------------------------------------------------------- arguments
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MoSArguments, TrainingArguments),
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments),
                               description=__doc__)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         path = Path(argv[0])
@@ -277,45 +276,34 @@ def lora_target_modules(spec: str):
     return names
 
 
-def add_adapter(model, mos_args, seed: int):
-    """LoRA first, then (ft_mode mos) the paper's one-liner ``share_lora_chunkwisely`` right after it.
+def method_config(mos_args, seed: int, method: str | None = None):
+    """The PEFT config of ``method`` (default ``--ft_mode``) from the launcher's flags, through the methods table."""
+    return adapter_config(
+        method or mos_args.ft_mode, r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
+        lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
+        valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
+        num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed,
+        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std)
 
-    vera, tied_lora and prolora: their PEFT config from the same flags (``open_instruct.baselines.adapter_config``,
-    mapping in the ``--ft_mode`` help).
-    """
+
+def add_adapter(model, mos_args, seed: int):
+    """The method's adapter from the launcher's flags (``open_instruct.methods``); for mos, LoRA first and then the
+    paper's one-liner ``share_lora_chunkwisely`` right after it, as the original does."""
     import peft
 
-    from open_instruct.baselines import adapter_config
-    from open_instruct.mos import MoSConfig, share_lora_chunkwisely
+    from open_instruct.mos import share_lora_chunkwisely
 
-    if mos_args.ft_mode not in ("lora", "mos"):
-        try:
-            config = adapter_config(
-                mos_args.ft_mode, r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
-                lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
-                valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
-                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed)
-            return peft.get_peft_model(model, config)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-    lora_config = peft.LoraConfig(task_type="CAUSAL_LM", r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
-                                  lora_dropout=mos_args.lora_dropout, bias="none",
-                                  target_modules=lora_target_modules(mos_args.lora_modules))
-    model = peft.get_peft_model(model, lora_config)
-    if mos_args.ft_mode == "mos":
-        try:
-            chunk_config = MoSConfig(
-                r=mos_args.lora_r, valid_param_lora_r=mos_args.valid_param_lora_r,
-                valid_param_private_r=mos_args.valid_param_private_r,
-                num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, lora_alpha=mos_args.lora_alpha,
-                lora_dropout=mos_args.lora_dropout, init_lora_A_vec_value=mos_args.init_lora_A_vec_value,
-                init_lora_A_vec_std=mos_args.init_lora_A_vec_std or 0.0, seed=seed,
-                target_modules=lora_config.target_modules, task_type="CAUSAL_LM",
-                base_model_name_or_path=lora_config.base_model_name_or_path)
-            model = share_lora_chunkwisely(model, chunk_config)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-    return model
+    try:
+        if mos_args.ft_mode != "mos":
+            return peft.get_peft_model(model, method_config(mos_args, seed))
+        chunk_config = method_config(mos_args, seed)  # validated before LoRA is built
+        model = peft.get_peft_model(model, method_config(mos_args, seed, "lora"))
+        return share_lora_chunkwisely(model, chunk_config)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+MoSArguments = AdapterArguments  # the name before it was named for what it configures (all five methods)
 
 
 def trainable_parameters(model) -> int:
@@ -334,7 +322,7 @@ def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) ->
         if mos_args.ft_mode == "lora":
             model.save_pretrained(output_dir)
         else:
-            from open_instruct.mos import export_lora
+            from open_instruct.lowrank import export_lora
 
             model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
             export_lora(model, output_dir)

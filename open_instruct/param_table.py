@@ -1,7 +1,7 @@
 """Trainable parameters and checkpoint size of each method at given settings, without loading any weight.
 
 The model is built on the meta device from its config (``accelerate.init_empty_weights``), each method is applied
-through the same ``open_instruct.baselines.adapter_config`` the trainer uses, and the counts come from the
+through the same ``open_instruct.methods.adapter_config`` the trainer uses, and the counts come from the
 adapted model itself (PEFT's own trainable-parameter count; checkpoint = the tensors ``save_pretrained`` writes
 for the method's native adapter, float32; LoRA export = the dense rank-r LoRA adapter every method exports to).
 
@@ -34,7 +34,6 @@ PRESETS: dict[str, dict] = {
 }
 
 SETTING_KEYS = {"r": "r", "p": "p", "e": "e", "c": "c", "u": "p", "m": "c"}
-USED_SETTINGS = {"lora": "r", "vera": "r", "tied_lora": "r", "prolora": "rpc", "mos": "rpec"}  # the rest is ignored
 
 
 @dataclass
@@ -50,7 +49,7 @@ class Row:
     @classmethod
     def parse(cls, spec: str) -> Row:
         """``"prolora r=8 p=1 c=4"`` (or ``prolora:r=8,u=1,m=4``) -> Row."""
-        from open_instruct.baselines import METHODS
+        from open_instruct.methods import METHODS
 
         parts = spec.replace(":", " ").replace(",", " ").split()
         if not parts or parts[0] not in METHODS:
@@ -128,9 +127,9 @@ def measure(config, row: Row, target_modules="all-linear") -> Entry:
     import peft
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from open_instruct.baselines import adapter_config, describe
+    from open_instruct.methods import adapter_config, describe, method
 
-    used = USED_SETTINGS[row.method]
+    used = method(row.method).reads
     launcher = " ".join(str(getattr(row, k)) if k in used else "-" for k in ("r", "p", "e", "c"))
     try:
         cfg = adapter_config(row.method, r=row.r, valid_param_private_r=row.p, valid_param_lora_r=row.e,
@@ -195,7 +194,7 @@ def describe_model(spec: str, config, per_rank: int) -> str:
 
 
 def main(argv=None) -> int:
-    from open_instruct.baselines import METHODS
+    from open_instruct.methods import METHODS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help=f"preset ({', '.join(PRESETS)}) or a directory with config.json")

@@ -4,7 +4,8 @@ import peft
 import torch
 
 import open_instruct.baselines  # noqa: F401  (registers MOS, TIED_LORA, PROLORA)
-from open_instruct.baselines import METHODS, ProLoRAConfig, TiedLoRAConfig
+from open_instruct.baselines import ProLoRAConfig, TiedLoRAConfig
+from open_instruct.methods import METHODS
 from open_instruct.mos import MoSConfig
 
 ALL_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -26,9 +26,10 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _get_in_out_features
 from torch import nn
 
-from open_instruct.mos.config import LowRankAdapterConfig, ensure_peft_type
-
-from .common import FactorLinear, check_positive_int, layer_kwargs, lora_a_bound
+from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_int, default_all_linear
+from open_instruct.lowrank.layer import FactorLinear, layer_kwargs
+from open_instruct.lowrank.peft_type import ensure_peft_type
+from open_instruct.lowrank.pool import lora_a_bound
 
 PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 
@@ -89,10 +90,6 @@ class ProLoRAConfig(LowRankAdapterConfig):
                     f"ProLoRAConfig.{field_name} ({copies}) must divide every target's {what} size, but {name!r} has "
                     f"{what} size {size}. Choose a value that divides {in_features} (A) / {out_features} (B)."
                 )
-
-    @property
-    def scaling(self) -> float:
-        return self.lora_alpha / self.r
 
     @property
     def shift_sizes(self) -> tuple[int, int]:
@@ -186,9 +183,7 @@ class ProLoRAModel(BaseTuner):
     target_module_mapping: dict = {}
 
     def _prepare_adapter_config(self, peft_config: ProLoRAConfig, model_config: dict) -> ProLoRAConfig:
-        if peft_config.target_modules is None:
-            peft_config.target_modules = "all-linear"
-        return peft_config
+        return default_all_linear(peft_config)
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target

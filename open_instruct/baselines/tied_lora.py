@@ -10,26 +10,24 @@ Initialisation (``zero_init="B"``, the default, as LoRA and the MoS authors' cod
 u = v = 1. ``zero_init="v"`` (VeRA-style): A_t ~ U(±1/√in), B_t ~ U(±1/√r), u = 1, v = 0. Either way ΔW = 0 at
 the start. Trainable parameters per type: r·(in + out) + L·(r + out).
 
-This is MoS's shared-pool tuner with trivial routing: the tied A_t and B_t live in a per-type pool on the tuner
-(``mos_pools``, a ``MoSPool`` whose forward returns the whole pool: every layer uses all r rank vectors, c = 1), so
-they are gathered by ZeRO-3/FSDP when used and saved once by MoSModel's checkpoint code. ``TiedLoRAModel``
-subclasses ``MoSModel`` for exactly that and replaces the layer and the routing.
+This is the core's shared-pool tuner (``open_instruct.lowrank.tuner``) with trivial routing: the tied A_t and B_t
+live in a per-type pool on the tuner (``shared_pools``, a ``TiedPool`` whose forward returns the whole pool: every
+layer uses all r rank vectors), so they are gathered by ZeRO-3/FSDP when used and saved once.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from open_instruct.mos.config import LowRankAdapterConfig, ensure_peft_type
-from open_instruct.mos.layer import MoSPool
-from open_instruct.mos.model import MoSModel, group_same_shape
-
-from .common import FactorLinear, check_positive_int
+from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_int
+from open_instruct.lowrank.grouping import group_same_shape
+from open_instruct.lowrank.layer import FactorLinear
+from open_instruct.lowrank.peft_type import ensure_peft_type
+from open_instruct.lowrank.pool import FactorPool, lora_a_bound
+from open_instruct.lowrank.tuner import SharedPoolTuner, seeded_generator
 
 TIED_LORA_PEFT_TYPE = ensure_peft_type("TIED_LORA")
 ZERO_INIT_CHOICES = ("B", "v")
@@ -67,20 +65,17 @@ class TiedLoRAConfig(LowRankAdapterConfig):
             raise ValueError(f"TiedLoRAConfig.zero_init must be one of {ZERO_INIT_CHOICES}, got {self.zero_init!r}.")
         self.validate_common()
 
-    @property
-    def scaling(self) -> float:
-        return self.lora_alpha / self.r
-
     @staticmethod
     def trainable_params(r: int, in_features: int, out_features: int, num_layers: int) -> int:
         """Trainable parameters of one module type: r·(in + out) shared + L·(r + out) per-layer vectors."""
         return r * (in_features + out_features) + num_layers * (r + out_features)
 
 
-class TiedPool(MoSPool):
+class TiedPool(FactorPool):
     """The tied ``A`` (r, in) and ``Bᵀ`` (r, out) of one module type; every layer uses the whole pool."""
 
-    def forward(self, adapter_name: str):  # noqa: D102 (same contract as MoSPool.forward, no index lists)
+    def forward(self, adapter_name: str):
+        """``(A, Bᵀ)`` as a module call, so that ZeRO-3/FSDP hooks gather the pool first."""
         return self.A[adapter_name], self.B[adapter_name]
 
 
@@ -98,7 +93,7 @@ class TiedLoRALinear(FactorLinear):
         self.tied_lora_u = nn.ParameterDict({})
         self.tied_lora_v = nn.ParameterDict({})
         self.tied_lora_type_key: dict[str, str] = {}
-        object.__setattr__(self, "_tied_pools", pools)  # a reference, deliberately not a registered submodule
+        object.__setattr__(self, "_shared_pools", pools)  # a reference, deliberately not a registered submodule
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config, pools)
 
@@ -111,11 +106,11 @@ class TiedLoRALinear(FactorLinear):
         self.tied_lora_u[adapter_name] = nn.Parameter(torch.ones(config.r, device=device))
         v_init = torch.zeros if config.zero_init == "v" else torch.ones
         self.tied_lora_v[adapter_name] = nn.Parameter(v_init(self.out_features, device=device))
-        object.__setattr__(self, "_tied_pools", pools)
+        object.__setattr__(self, "_shared_pools", pools)
         self.set_adapter(self.active_adapters)
 
     def pool(self, adapter_name: str) -> TiedPool:
-        return self._tied_pools[self.tied_lora_type_key[adapter_name]]
+        return self._shared_pools[self.tied_lora_type_key[adapter_name]]
 
     def lora_factors(self, adapter_name: str):
         """``A = Λ(u)·A_t`` (r, in) and ``B = Λ(v)·B_t`` (out, r)."""
@@ -131,34 +126,29 @@ class TiedLoRALinear(FactorLinear):
         return (h @ b_t) * v.to(h.dtype)
 
 
-class TiedLoRAModel(MoSModel):
-    """Injects Tied-LoRA layers; holds the tied A and B of each module type in ``mos_pools`` (saved once)."""
+class TiedLoRAModel(SharedPoolTuner):
+    """Injects Tied-LoRA layers; holds the tied A and B of each module type in ``shared_pools`` (saved once)."""
 
     prefix: str = "tied_lora_"
     tuner_layer_cls = TiedLoRALinear
-    uses_shared_state: bool = True
-    target_module_mapping: dict = {}
 
-    def _build_pools_and_routing(self, adapter_name: str) -> None:
+    def _build_pools(self, adapter_name: str) -> None:
         """One tied A and B per module type (all its layers must share one shape); every layer uses all of it."""
         config: TiedLoRAConfig = self.peft_config[adapter_name]
-        layers = {name: m for name, m in self.model.named_modules()
-                  if isinstance(m, TiedLoRALinear) and m.has_adapter(adapter_name)}
+        layers = self.layers_holding(adapter_name)
         plan = group_same_shape({name: (m.in_features, m.out_features) for name, m in layers.items()}, "Tied-LoRA")
-        if config.seed is None:
-            config.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = seeded_generator(config)
         for type_key, (members, in_f, out_f) in plan.items():
-            if type_key not in self.mos_pools:
-                self.mos_pools[type_key] = TiedPool(in_f, out_f)
-            pool = self.mos_pools[type_key]
+            if type_key not in self.shared_pools:
+                self.shared_pools[type_key] = TiedPool(in_f, out_f)
+            pool = self.shared_pools[type_key]
             device = layers[members[0]].tied_lora_u[adapter_name].device
-            # MoSPool's init with c = 1 and r shards: A ~ U(±1/√in), B = 0 (or random when init_weights=False).
+            # The core pool's init with c = 1 and r rows: A ~ U(±1/√in), B = 0 (or random when init_weights=False).
             pool.add_adapter(adapter_name, config.r, 1, config.init_weights and config.zero_init == "B", generator,
                              device=device)
             if config.zero_init == "v" and device.type != "meta":
                 with torch.no_grad():  # B ~ U(±1/√r): kaiming-uniform with B's own fan-in r
-                    bound = 1.0 / math.sqrt(config.r)
+                    bound = lora_a_bound(config.r)
                     pool.B[adapter_name].copy_(torch.empty(config.r, out_f).uniform_(-bound, bound, generator=generator))
             for name in members:
                 layer = layers[name]
@@ -167,8 +157,3 @@ class TiedLoRAModel(MoSModel):
                     with torch.no_grad():
                         for vec in (layer.tied_lora_u[adapter_name], layer.tied_lora_v[adapter_name]):
                             vec.copy_(torch.empty(vec.shape).uniform_(0.5, 1.5, generator=generator))
-        self._set_pool_requires_grad(inference_mode=config.inference_mode)
-
-    @property
-    def _adapters_disabled(self) -> bool:
-        return any(m.disable_adapters for m in self.model.modules() if isinstance(m, BaseTunerLayer))

@@ -12,91 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from peft.config import PeftConfig
-from peft.utils import PeftType
+from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_int
+from open_instruct.lowrank.peft_type import ensure_peft_type
 
-MOS_PEFT_TYPE_NAME = "MOS"
-
-
-def ensure_peft_type(name: str) -> PeftType:
-    """Add ``name`` (upper case, e.g. ``"MOS"``) to PEFT's ``PeftType`` enum and return the member.
-
-    PEFT's ``register_peft_method`` only registers methods whose name is already a member, so a method defined
-    outside PEFT (MoS, and the baselines in ``open_instruct.baselines``) adds its member first. Idempotent.
-
-    This leans on ``enum.Enum`` internals (``_member_map_``, ``_value2member_map_``, ``_member_names_``); a test
-    guards it, so a PEFT/Python upgrade that breaks it fails loudly.
-    """
-    if not name or not name.isupper() or not name.replace("_", "").isalnum():
-        raise ValueError(f"PEFT type names are upper-case identifiers like 'MOS', got {name!r}.")
-    if name in PeftType.__members__:
-        return PeftType[name]
-    member = str.__new__(PeftType, name)
-    member._name_ = name
-    member._value_ = name
-    member.__objclass__ = PeftType
-    type.__setattr__(PeftType, name, member)  # bypasses EnumType's "cannot reassign member"
-    PeftType._member_map_[name] = member
-    PeftType._value2member_map_[name] = member
-    PeftType._member_names_.append(name)
-    return member
-
-
-def ensure_mos_peft_type() -> PeftType:
-    """Add ``MOS`` to PEFT's ``PeftType`` enum (see ``ensure_peft_type``)."""
-    return ensure_peft_type(MOS_PEFT_TYPE_NAME)
-
-
-MOS_PEFT_TYPE = ensure_mos_peft_type()
-
-
-@dataclass
-class LowRankAdapterConfig(PeftConfig):
-    """Fields shared by the LoRA-family configs of this project (MoS, Tied-LoRA, PRoLoRA): targeting, scaling,
-    dropout, and their validation. Each method adds its own fields and sets its ``peft_type``."""
-
-    lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW is scaled by lora_alpha / r."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
-    target_modules: list[str] | str | None = field(
-        default=None,
-        metadata={
-            "help": "Module names (suffix match), a regex string, or 'all-linear'. Default: 'all-linear' "
-            "(every linear layer but the output head), i.e. q/k/v/o/gate/up/down on LLaMA-style models."
-        },
-    )
-    exclude_modules: list[str] | str | None = field(
-        default=None, metadata={"help": "Module names or a regex of modules to leave alone."}
-    )
-    layers_to_transform: list[int] | int | None = field(
-        default=None, metadata={"help": "Only adapt these layer indices (as in LoRA)."}
-    )
-    layers_pattern: list[str] | str | None = field(
-        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
-    )
-    fan_in_fan_out: bool = field(
-        default=False, metadata={"help": "True for layers storing weights as (in, out), e.g. GPT-2's Conv1D."}
-    )
-    bias: str = field(default="none", metadata={"help": "Only 'none' is supported (as in the original)."})
-    modules_to_save: list[str] | None = field(
-        default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.target_modules, list):
-            self.target_modules = set(self.target_modules)
-        if isinstance(self.exclude_modules, list):
-            self.exclude_modules = set(self.exclude_modules)
-
-    def validate_common(self) -> None:
-        """``ValueError`` naming the field for the shared constraints: bias, dropout, layers_pattern."""
-        owner = type(self).__name__
-        if self.bias != "none":
-            raise ValueError(f"{owner}.bias={self.bias!r} is not supported; use 'none'.")
-        if not 0.0 <= float(self.lora_dropout) < 1.0:
-            raise ValueError(f"{owner}.lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError(f"{owner}.layers_pattern is only used together with layers_to_transform.")
+MOS_PEFT_TYPE = ensure_peft_type("MOS")
 
 
 @dataclass
@@ -146,11 +65,9 @@ class MoSConfig(LowRankAdapterConfig):
     def validate(self) -> None:
         """Check the constraints that do not depend on the model; raise ``ValueError`` naming the field."""
         r, e, p, c = self.r, self.valid_param_lora_r, self.valid_param_private_r, self.num_chunk_per_vec
-        for name, value in (("r", r), ("valid_param_lora_r", e), ("num_chunk_per_vec", c)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"MoSConfig.{name} must be a positive integer, got {value!r}.")
-        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-            raise ValueError(f"MoSConfig.valid_param_private_r must be an integer >= 0, got {p!r}.")
+        for name in ("r", "valid_param_lora_r", "num_chunk_per_vec"):
+            check_positive_int("MoSConfig", name, getattr(self, name))
+        check_positive_int("MoSConfig", "valid_param_private_r", p, minimum=0)
         if p > e:
             raise ValueError(
                 f"MoSConfig.valid_param_private_r (p={p}) must be <= valid_param_lora_r (e={e}): the private "
@@ -182,7 +99,3 @@ class MoSConfig(LowRankAdapterConfig):
                 f"shared shards but the pool has only (e-p)·L·c = ({e}-{p})·{num_layers}·{c} = {n_shared}. "
                 "Raise valid_param_lora_r, lower r, or lower valid_param_private_r."
             )
-
-    @property
-    def scaling(self) -> float:
-        return self.lora_alpha / self.r

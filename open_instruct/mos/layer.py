@@ -7,44 +7,22 @@ it is used.
 
 ``MoSLayer`` (alias ``Linear``) wraps any base layer with known in/out features (``nn.Linear``, GPT-2's
 ``Conv1D``, bitsandbytes 4/8-bit layers): ``y = base(x) + (α/r) · ((dropout(x) Aᵀ) ⊙ vec) B``. Forward, merge and
-unmerge come from ``FactorLinear`` (shared with the baselines); MoS only says how A and B are gathered.
+unmerge come from ``FactorLinear`` (the shared core, ``open_instruct.lowrank``); MoS only says how A and B are gathered.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from torch import nn
 
-from .factor import FactorLinear
+from open_instruct.lowrank.layer import FactorLinear
+from open_instruct.lowrank.pool import FactorPool
 
 
-class MoSPool(nn.Module):
+class MoSPool(FactorPool):
     """A- and B-shard pools of one module type: ``A[adapter]`` is (n_shards, in/c), ``B[adapter]`` (n_shards, out/c)."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.A = nn.ParameterDict({})
-        self.B = nn.ParameterDict({})
-
-    def add_adapter(self, adapter_name: str, num_shards: int, c: int, init_weights: bool,
-                    generator: torch.Generator, device=None) -> None:
-        pool_a = torch.empty(num_shards, self.in_features // c)
-        pool_b = torch.empty(num_shards, self.out_features // c)
-        # Same as LoRA's A (kaiming_uniform with a=sqrt(5)): fan-in is the full input size, (in/c)·c = in.
-        bound = 1.0 / math.sqrt(self.in_features)
-        pool_a.uniform_(-bound, bound, generator=generator)
-        if init_weights:
-            pool_b.zero_()
-        else:
-            pool_b.uniform_(-bound, bound, generator=generator)
-        self.A[adapter_name] = nn.Parameter(pool_a.to(device) if device is not None else pool_a)
-        self.B[adapter_name] = nn.Parameter(pool_b.to(device) if device is not None else pool_b)
 
     def forward(self, adapter_name: str, index_a: torch.Tensor, index_b: torch.Tensor):
         """Materialise a layer's ``A`` (r, in) and ``Bᵀ`` (r, out) as a module call, so that ZeRO-3/FSDP hooks
@@ -64,7 +42,7 @@ class MoSPool(nn.Module):
 class MoSLayer(FactorLinear):
     """MoS adapter around a linear-like base layer; its A and B are gathered from the type's shared pools."""
 
-    # The trainable pools live once on the tuner (MoSModel.mos_pools), not on each layer. PEFT discovers which
+    # The trainable pools live once on the tuner (MoSModel.shared_pools), not on each layer. PEFT discovers which
     # adapters a layer holds through the containers named here, so the per-adapter dropout stands in for them.
     adapter_layer_names = ("mos_dropout",)
     other_param_names = ("r", "scaling", "mos_index_A", "mos_index_B", "mos_vec", "mos_type_key")
@@ -79,7 +57,7 @@ class MoSLayer(FactorLinear):
         self.mos_index_A = BufferDict({}, persistent=True)
         self.mos_index_B = BufferDict({}, persistent=True)
         self.mos_vec = BufferDict({}, persistent=True)
-        object.__setattr__(self, "_mos_pools", None)  # a reference, deliberately not a registered submodule
+        object.__setattr__(self, "_shared_pools", None)  # a reference, deliberately not a registered submodule
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config, pools)
 
@@ -89,14 +67,14 @@ class MoSLayer(FactorLinear):
     def update_layer(self, adapter_name: str, config, pools: nn.ModuleDict) -> None:
         """Register an adapter; its index lists and vec are assigned by ``MoSModel`` once all layers exist."""
         self.r[adapter_name] = config.r
-        self.scaling[adapter_name] = config.lora_alpha / config.r
+        self.scaling[adapter_name] = config.scaling
         self.set_dropout(adapter_name, config.lora_dropout)
         n = config.r * config.num_chunk_per_vec
         device = self.base_device()
         self.mos_index_A[adapter_name] = torch.zeros(n, dtype=torch.long, device=device)
         self.mos_index_B[adapter_name] = torch.zeros(n, dtype=torch.long, device=device)
         self.mos_vec[adapter_name] = torch.ones(config.r, dtype=torch.float32, device=device)
-        object.__setattr__(self, "_mos_pools", pools)
+        object.__setattr__(self, "_shared_pools", pools)
         self.set_adapter(self.active_adapters)
 
     def assign_routing(self, adapter_name: str, type_key: str, index_a, index_b, vec) -> None:
@@ -107,7 +85,7 @@ class MoSLayer(FactorLinear):
         self.mos_vec[adapter_name] = vec.to(device)
 
     def pool(self, adapter_name: str) -> MoSPool:
-        return self._mos_pools[self.mos_type_key[adapter_name]]
+        return self._shared_pools[self.mos_type_key[adapter_name]]
 
     def lora_factors(self, adapter_name: str):
         """The materialised LoRA factors ``(A, B)`` with vec folded into A: A (r, in), B (out, r), pool dtype.

@@ -43,7 +43,7 @@ def _bench_helpers():
 def check_method(method: str, base_dir: Path, tmp: Path, args, helpers) -> list[str]:
     import peft
 
-    from open_instruct.baselines import adapter_config
+    from open_instruct.methods import adapter_config
     from open_instruct.mos import export_lora
 
     quantize = not args.cpu_dry_run

@@ -9,9 +9,10 @@ from baselines_helpers import ALL_PROJ, METHODS
 from peft.utils import PeftType
 
 from open_instruct import finetune_trainer
-from open_instruct.baselines import ProLoRAConfig, ProLoRAModel, TiedLoRAConfig, TiedLoRAModel, adapter_config
+from open_instruct.baselines import ProLoRAConfig, ProLoRAModel, TiedLoRAConfig, TiedLoRAModel
+from open_instruct.methods import adapter_config
 from open_instruct.mos import MoSConfig
-from open_instruct.mos.config import ensure_peft_type
+from open_instruct.lowrank import ensure_peft_type
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,7 @@ def test_peft_type_registration_guard():
 
 def test_ft_modes_are_the_five_methods():
     assert set(finetune_trainer.FT_MODES) == set(METHODS) == {"lora", "vera", "tied_lora", "prolora", "mos"}
-    help_text = finetune_trainer.MoSArguments.__dataclass_fields__["ft_mode"].metadata["help"]
+    help_text = finetune_trainer.AdapterArguments.__dataclass_fields__["ft_mode"].metadata["help"]
     assert all(m in help_text for m in METHODS) and "m = n = num_chunk_per_vec" in help_text
     with pytest.raises(ValueError, match="Unknown method 'dora'"):
         adapter_config("dora", r=2)
@@ -75,7 +76,7 @@ def test_ft_modes_are_the_five_methods():
                                            ("tied_lora", TiedLoRAConfig), ("prolora", ProLoRAConfig),
                                            ("mos", MoSConfig)])
 def test_add_adapter_maps_the_launcher_arguments(tiny_llama, mode, expected):
-    args = finetune_trainer.MoSArguments(ft_mode=mode, lora_r=3, lora_alpha=8, lora_dropout=0.0,
+    args = finetune_trainer.AdapterArguments(ft_mode=mode, lora_r=3, lora_alpha=8, lora_dropout=0.0,
                                          valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2)
     model = finetune_trainer.add_adapter(tiny_llama, args, seed=5)
     cfg = model.peft_config["default"]
@@ -89,9 +90,9 @@ def test_add_adapter_maps_the_launcher_arguments(tiny_llama, mode, expected):
 
 
 def test_add_adapter_reports_bad_settings_as_usage_errors(tiny_llama):
-    args = finetune_trainer.MoSArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=5, num_chunk_per_vec=2)
+    args = finetune_trainer.AdapterArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=5, num_chunk_per_vec=2)
     with pytest.raises(finetune_trainer.UsageError, match="unshared_r"):
         finetune_trainer.add_adapter(tiny_llama, args, seed=0)
-    args = finetune_trainer.MoSArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=1, num_chunk_per_vec=3)
+    args = finetune_trainer.AdapterArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=1, num_chunk_per_vec=3)
     with pytest.raises(finetune_trainer.UsageError, match="reduce_lora_A_x"):
         finetune_trainer.add_adapter(tiny_llama, args, seed=0)

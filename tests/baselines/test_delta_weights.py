@@ -11,7 +11,7 @@ from peft.tuners.vera import VeraLayer
 
 from open_instruct.baselines import ProLoRALinear, TiedLoRALinear
 from open_instruct.mos import MoSLayer
-from open_instruct.mos.export import layer_factors
+from open_instruct.lowrank.export import layer_factors
 
 D = torch.float64
 

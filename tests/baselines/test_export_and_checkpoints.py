@@ -10,8 +10,8 @@ import torch
 from baselines_helpers import ALL_PROJ, METHODS, adapted, tuner_layers
 from safetensors.torch import load_file
 
-from open_instruct.mos import export_lora
-from open_instruct.mos.export import main as export_main
+from open_instruct.lowrank import export_lora
+from open_instruct.export import main as export_main
 
 
 def _batch(tokenizer):
@@ -66,8 +66,8 @@ def test_native_checkpoint_round_trip(tiny_llama, tiny_tokenizer, tmp_path, meth
     state = load_file(tmp_path / "adapter_model.safetensors")
     assert sum(v.numel() for v in state.values()) == model.get_nb_trainable_parameters()[0]
     if method == "tied_lora":  # one A and one B per module type, stored once; u and v per layer
-        pools = sorted(k for k in state if ".mos_pools." in k)
-        assert pools == sorted(f"base_model.mos_pools.{t}.{ab}" for t in ALL_PROJ for ab in "AB")
+        pools = sorted(k for k in state if ".shared_pools." in k)
+        assert pools == sorted(f"base_model.shared_pools.{t}.{ab}" for t in ALL_PROJ for ab in "AB")
     loaded = peft.PeftModel.from_pretrained(base_copy, tmp_path, is_trainable=True)
     assert type(loaded.peft_config["default"]).__name__ == {"tied_lora": "TiedLoRAConfig",
                                                            "prolora": "ProLoRAConfig"}[method]
@@ -126,5 +126,5 @@ def test_merge_unmerge_disable(tiny_llama, tiny_tokenizer, method):
         model.unmerge_adapter()
         torch.testing.assert_close(model(**batch).logits, adapter_out, rtol=0, atol=1e-5)
         merged = model.merge_and_unload()
-        assert not any("tied_lora" in n or "prolora" in n or "mos_pools" in n for n, _ in merged.named_parameters())
+        assert not any("tied_lora" in n or "prolora" in n or "shared_pools" in n for n, _ in merged.named_parameters())
         torch.testing.assert_close(merged(**batch).logits, adapter_out, rtol=0, atol=1e-5)

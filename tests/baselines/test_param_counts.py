@@ -84,7 +84,7 @@ def test_param_table_cli(capsys, tmp_path, tiny_checkpoint):
 
 def test_nothing_is_materialised_on_meta(llama2_7b):
     """Every adapter tensor of every method stays on the meta device (counting allocates no weights)."""
-    from open_instruct.baselines import adapter_config
+    from open_instruct.methods import adapter_config
 
     for method, kw in [("vera", {}), ("tied_lora", {}), ("prolora", dict(num_chunk_per_vec=4)),
                        ("mos", dict(valid_param_lora_r=2, num_chunk_per_vec=4))]:

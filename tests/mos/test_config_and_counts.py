@@ -81,7 +81,7 @@ def test_model_dependent_validation(tiny_tokenizer):
 
 
 def _force_one_type(llama):
-    from open_instruct.mos import model as mos_model_module
+    from open_instruct.lowrank import grouping as mos_model_module
 
     orig = mos_model_module.group_by_module_type
     mos_model_module.group_by_module_type = lambda names: {"proj": [(i, n) for i, n in enumerate(sorted(names))]}
@@ -97,7 +97,7 @@ def test_module_types_discovered_per_architecture(tiny_model):
     types = {layer.mos_type_key["default"] for layer in layers.values()}
     assert types == set(ALL_PROJ)
     assert len(layers) == 7 * tiny_model.config.num_hidden_layers  # lm_head is not a target of all-linear
-    for key, pool in model.base_model.mos_pools.items():
+    for key, pool in model.base_model.shared_pools.items():
         n_layers = sum(1 for m in layers.values() if m.mos_type_key["default"] == key)
         assert pool.A["default"].shape == (2 * n_layers * 2, pool.in_features // 2)  # e·L·c x in/c
 

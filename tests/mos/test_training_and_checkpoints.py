@@ -31,7 +31,7 @@ def test_only_pools_train_and_layers_follow_pools(tiny_model, tiny_tokenizer):
     model = mos_model(tiny_model, r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(".mos_pools." in n for n in trainable)
+    assert trainable and all(".shared_pools." in n for n in trainable)
     _train(model, tiny_tokenizer)
     for n, p in model.named_parameters():
         changed = not torch.equal(p, before[n])
@@ -53,8 +53,8 @@ def test_save_load_bit_exact_and_pools_once(tiny_model, tiny_tokenizer, tmp_path
         ref = model(**batch).logits
     model.save_pretrained(tmp_path)
     state = load_file(tmp_path / "adapter_model.safetensors")
-    pool_keys = sorted(k for k in state if ".mos_pools." in k)
-    types = {k.split(".mos_pools.")[1].split(".")[0] for k in pool_keys}
+    pool_keys = sorted(k for k in state if ".shared_pools." in k)
+    types = {k.split(".shared_pools.")[1].split(".")[0] for k in pool_keys}
     assert len(pool_keys) == 2 * len(types) == 2 * 7  # each pool exactly once
     report = mos_report(model)
     assert sum(state[k].numel() for k in pool_keys) == report.trainable_params

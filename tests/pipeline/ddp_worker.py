@@ -12,7 +12,7 @@ from open_instruct import finetune_trainer
 
 class DumpPools(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        pools = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if ".mos_pools." in n}
+        pools = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if ".shared_pools." in n}
         rank = int(os.environ.get("RANK", 0))
         torch.save(pools, Path(args.output_dir) / f"pools_rank{rank}.pt")
 

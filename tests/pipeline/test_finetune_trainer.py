@@ -42,7 +42,7 @@ def _args(model, train_file, out, *extra):
 
 def _pools(run_dir):
     state = load_file(Path(run_dir) / "mos_adapter" / "adapter_model.safetensors")
-    return {k: v for k, v in state.items() if ".mos_pools." in k}
+    return {k: v for k, v in state.items() if ".shared_pools." in k}
 
 
 class StopAt(TrainerCallback):

@@ -1,11 +1,11 @@
 """A tuner layer that *is* a rank-r LoRA layer once its factors are materialised.
 
-MoS, and the baselines in ``open_instruct.baselines`` (Tied-LoRA, PRoLoRA), compute ``ΔW = scaling · B · A`` with
-``A`` (r, in) and ``B`` (out, r) assembled from their own, smaller set of trainable tensors. ``FactorLinear`` holds
-everything that follows from that: the forward ``y = base(x) + scaling · (dropout(x) Aᵀ) Bᵀ``, the delta weight,
-merge/unmerge, and the ``lora_factors(adapter) -> (A, B)`` / ``r`` / ``scaling`` interface that
-``open_instruct.mos.export`` turns into a plain LoRA adapter. A method only says how it builds ``A`` and ``B``
-(``lora_factors``) and, if it can do better than materialising them, how it computes its output (``adapter_output``).
+Every low-rank method here (MoS, Tied-LoRA, PRoLoRA) computes ``ΔW = scaling · B · A`` with ``A`` (r, in) and
+``B`` (out, r) assembled from its own, smaller set of trainable tensors. ``FactorLinear`` holds everything that
+follows from that: the forward ``y = base(x) + scaling · (dropout(x) Aᵀ) Bᵀ``, the delta weight, merge/unmerge,
+and the ``lora_factors(adapter) -> (A, B)`` / ``r`` / ``scaling`` interface that ``open_instruct.lowrank.export``
+turns into a plain LoRA adapter. A method only says how it builds ``A`` and ``B`` (``lora_factors``) and, if it
+can do better than materialising them, how it computes its output (``adapter_output``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def weight_dtype(layer: nn.Module):
 
 
 class FactorLinear(nn.Module, BaseTunerLayer):
-    """Base of the baseline adapter layers around a linear-like base layer (nn.Linear, Conv1D, bnb 4/8-bit).
+    """Base of the adapter layers of every method here, around a linear-like base layer (nn.Linear, Conv1D,
+    bitsandbytes 4/8-bit).
 
     Subclasses set ``adapter_layer_names`` (their trainable per-adapter containers), ``other_param_names`` (which
     must include ``r``, ``scaling`` and the dropout container named by ``dropout_attr``) and implement
@@ -109,7 +110,7 @@ class FactorLinear(nn.Module, BaseTunerLayer):
         if not isinstance(weight, torch.Tensor) or type(weight) not in (torch.Tensor, nn.Parameter):
             raise ValueError(
                 f"Cannot merge {self.method_name} into a quantized {type(base_layer).__name__}. Export the adapter to "
-                "plain LoRA (open_instruct.mos.export_lora) and merge it into a full-precision copy of the base model."
+                "plain LoRA (open_instruct.lowrank.export_lora) and merge it into a full-precision copy of the base model."
             )
         for name in adapter_names:
             if not self.has_adapter(name):

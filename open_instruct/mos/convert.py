@@ -1,0 +1,61 @@
+"""The paper's one-line conversion: a PEFT LoRA model -> a MoS model with LoRA's targets, alpha and dropout."""
+
+from __future__ import annotations
+
+from .config import MoSConfig
+from .model import plan_pools
+
+_CHUNK_FIELDS = ("valid_param_lora_r", "valid_param_private_r", "num_chunk_per_vec")
+
+
+def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
+    """A ``MoSConfig`` from a chunk config (a MoSConfig, or any object/dict with the MoS fields) and a LoraConfig."""
+    if isinstance(chunk_config, MoSConfig):
+        return chunk_config
+    get = chunk_config.get if isinstance(chunk_config, dict) else lambda k, d=None: getattr(chunk_config, k, d)
+    missing = [f for f in _CHUNK_FIELDS if get(f) is None]
+    if missing:
+        raise ValueError(f"chunk_config is missing {', '.join(missing)} (needed: lora_r or r, {', '.join(_CHUNK_FIELDS)}).")
+    r = get("lora_r") or get("r") or (lora_config.r if lora_config is not None else None)
+    if r is None:
+        raise ValueError("chunk_config needs lora_r (or r), or pass a LoRA model whose config has r.")
+    kw = {f: int(get(f)) for f in _CHUNK_FIELDS}
+    if lora_config is not None:
+        target = lora_config.target_modules
+        kw.update(
+            lora_alpha=lora_config.lora_alpha, lora_dropout=lora_config.lora_dropout,
+            target_modules=sorted(target) if isinstance(target, (set, list)) else target,
+            exclude_modules=lora_config.exclude_modules, layers_to_transform=lora_config.layers_to_transform,
+            layers_pattern=lora_config.layers_pattern, fan_in_fan_out=lora_config.fan_in_fan_out,
+            modules_to_save=lora_config.modules_to_save, task_type=lora_config.task_type,
+            base_model_name_or_path=lora_config.base_model_name_or_path,
+        )
+    for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std"):
+        if get(opt) is not None:
+            kw[opt] = get(opt)
+    return MoSConfig(r=int(r), **kw)
+
+
+def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
+    """Turn a PEFT LoRA model into a MoS model (the paper's one-liner, right after LoRA is loaded).
+
+    ``chunk_config`` is a ``MoSConfig`` or any object with ``lora_r`` (or ``r``), ``valid_param_lora_r``,
+    ``valid_param_private_r`` and ``num_chunk_per_vec``; LoRA's targets, alpha and dropout are kept. The LoRA
+    weights are discarded (MoS initialises its own pools, as the original does). Returns the MoS ``PeftModel``;
+    use the return value, the LoRA wrapper is unloaded.
+    """
+    import peft
+
+    if not isinstance(model, peft.PeftModel):
+        raise TypeError(f"share_lora_chunkwisely expects a peft.PeftModel with LoRA loaded, got {type(model).__name__}.")
+    lora_config = model.peft_config[adapter_name]
+    if not isinstance(lora_config, peft.LoraConfig):
+        raise TypeError(f"Adapter {adapter_name!r} is a {type(lora_config).__name__}, not a LoraConfig.")
+    cfg = mos_config_from(chunk_config, lora_config)
+    lora_layers = {name: m for name, m in model.base_model.model.named_modules()
+                   if isinstance(m, peft.tuners.lora.LoraLayer) and adapter_name in m.lora_A}
+    plan_pools(cfg, {name: (m.in_features, m.out_features) for name, m in lora_layers.items()})  # before unloading
+    base = model.base_model.unload()
+    mos_model = peft.get_peft_model(base, cfg, adapter_name=adapter_name)
+    mos_model.chunk_config = cfg
+    return mos_model

@@ -5,7 +5,7 @@ builds a layer's A and B with one gather and a view. Because the gather happens 
 ``forward``, engines that shard parameters per module (DeepSpeed ZeRO-3, FSDP) gather the pool exactly when
 it is used.
 
-``MoSLayer`` (alias ``Linear``) wraps any base layer with known in/out features (``nn.Linear``, GPT-2's
+``MoSLinear`` (aliases ``MoSLayer``, ``Linear``) wraps any base layer with known in/out features (``nn.Linear``, GPT-2's
 ``Conv1D``, bitsandbytes 4/8-bit layers): ``y = base(x) + (α/r) · ((dropout(x) Aᵀ) ⊙ vec) B``. Forward, merge and
 unmerge come from ``FactorLinear`` (the shared core, ``open_instruct.lowrank``); MoS only says how A and B are gathered.
 """
@@ -19,6 +19,10 @@ from torch import nn
 
 from open_instruct.lowrank.layer import FactorLinear
 from open_instruct.lowrank.pool import FactorPool
+
+# In memory, shard indices are int32 (index_select takes int32 and int64; a pool never holds 2**31 shards): half
+# the bytes of int64 per extra adapter. Checkpoints store them in the smallest type that fits (compact_index_dtype).
+INDEX_DTYPE = torch.int32
 
 
 class MoSPool(FactorPool):
@@ -34,12 +38,13 @@ class MoSPool(FactorPool):
         pool_a, pool_b = self.A[adapter_name], self.B[adapter_name]
         r = index_a.numel() * pool_a.shape[1] // self.in_features
         # index_select, not pool[idx]: its backward is one index_add_ instead of a sort-based index_put_.
-        a = torch.index_select(pool_a, 0, index_a).view(r, self.in_features)
-        b_t = torch.index_select(pool_b, 0, index_b).view(r, self.out_features)
+        # The pool lives on its first layer's device; a layer elsewhere (device_map) sends its indices over.
+        a = torch.index_select(pool_a, 0, index_a.to(pool_a.device)).view(r, self.in_features)
+        b_t = torch.index_select(pool_b, 0, index_b.to(pool_b.device)).view(r, self.out_features)
         return a, b_t
 
 
-class MoSLayer(FactorLinear):
+class MoSLinear(FactorLinear):
     """MoS adapter around a linear-like base layer; its A and B are gathered from the type's shared pools."""
 
     # The trainable pools live once on the tuner (MoSModel.shared_pools), not on each layer. PEFT discovers which
@@ -71,37 +76,51 @@ class MoSLayer(FactorLinear):
         self.set_dropout(adapter_name, config.lora_dropout)
         n = config.r * config.num_chunk_per_vec
         device = self.base_device()
-        self.mos_index_A[adapter_name] = torch.zeros(n, dtype=torch.long, device=device)
-        self.mos_index_B[adapter_name] = torch.zeros(n, dtype=torch.long, device=device)
+        self.clear_factor_cache(adapter_name)
+        self.mos_index_A[adapter_name] = torch.zeros(n, dtype=INDEX_DTYPE, device=device)
+        self.mos_index_B[adapter_name] = torch.zeros(n, dtype=INDEX_DTYPE, device=device)
         self.mos_vec[adapter_name] = torch.ones(config.r, dtype=torch.float32, device=device)
         object.__setattr__(self, "_shared_pools", pools)
         self.set_adapter(self.active_adapters)
 
     def assign_routing(self, adapter_name: str, type_key: str, index_a, index_b, vec) -> None:
         device = self.mos_index_A[adapter_name].device
+        self.clear_factor_cache(adapter_name)
         self.mos_type_key[adapter_name] = type_key
-        self.mos_index_A[adapter_name] = index_a.to(device)
-        self.mos_index_B[adapter_name] = index_b.to(device)
+        self.mos_index_A[adapter_name] = index_a.to(device, INDEX_DTYPE)
+        self.mos_index_B[adapter_name] = index_b.to(device, INDEX_DTYPE)
         self.mos_vec[adapter_name] = vec.to(device)
 
     def pool(self, adapter_name: str) -> MoSPool:
         return self._shared_pools[self.mos_type_key[adapter_name]]
 
+    def factor_sources(self, adapter_name: str):
+        pool = self.pool(adapter_name)
+        return (pool.A[adapter_name], pool.B[adapter_name], self.mos_index_A[adapter_name],
+                self.mos_index_B[adapter_name], self.mos_vec[adapter_name])
+
     def lora_factors(self, adapter_name: str):
-        """The materialised LoRA factors ``(A, B)`` with vec folded into A: A (r, in), B (out, r), pool dtype.
+        """The materialised LoRA factors ``(A, B)`` with vec folded into A: A (r, in), B (out, r), pool dtype, on
+        this layer's device.
 
         Reads the pools directly (no module hooks): under ZeRO-3 call it inside ``GatheredParameters``."""
         a, b_t = self.pool(adapter_name).gather(adapter_name, self.mos_index_A[adapter_name],
                                                 self.mos_index_B[adapter_name])
-        vec = self.mos_vec[adapter_name].to(a.dtype)
-        return a * vec[:, None], b_t.t()
+        vec = self.mos_vec[adapter_name]
+        a, b_t = a.to(vec.device), b_t.to(vec.device)
+        return a * vec.to(a.dtype)[:, None], b_t.t()
 
     def adapter_output(self, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
         """``(α/r) · ((dropout(x) Aᵀ) ⊙ vec) B``: vec scales the rank-r activations, not the r×in matrix."""
         a, b_t = self.pool(adapter_name)(adapter_name, self.mos_index_A[adapter_name], self.mos_index_B[adapter_name])
+        if a.device != x.device:  # a layer on another device than its pool (device_map)
+            a, b_t = a.to(x.device), b_t.to(x.device)
         h = F.linear(self.dropout(adapter_name)(self._cast_input_dtype(x, a.dtype)), a)
         h = h * (self.mos_vec[adapter_name].to(h.dtype) * self.scaling[adapter_name])
         return h @ b_t
 
 
-Linear = MoSLayer  # the name PEFT tuners use for their nn.Linear wrapper
+# "Linear" in the class name is how PEFT's target_modules="all-linear" recognises an adapter layer that a further
+# adapter may target; MoSLayer is the name used across the project, Linear the one PEFT tuners use.
+MoSLayer = MoSLinear
+Linear = MoSLinear

@@ -8,7 +8,7 @@ from open_instruct.lowrank.grouping import group_same_shape
 from open_instruct.lowrank.tuner import POOLS_ATTR, SharedPoolTuner, seeded_generator
 
 from .config import MoSConfig
-from .layer import MoSLayer, MoSPool
+from .layer import INDEX_DTYPE, MoSLayer, MoSPool
 from .routing import build_index_lists, compact_index_dtype, num_pool_shards
 
 
@@ -70,4 +70,4 @@ class MoSModel(SharedPoolTuner):
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        return {k: (v.to(torch.long) if ".mos_index_" in k else v) for k, v in remapped.items()}
+        return {k: (v.to(INDEX_DTYPE) if ".mos_index_" in k else v) for k, v in remapped.items()}

@@ -1,6 +1,7 @@
 """Several adapters scored on one base model load (--adapter_path a b c) give the numbers of separate runs."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import peft
@@ -68,10 +69,11 @@ def test_tydiqa_many_adapters_equal_separate_runs(tmp_path, tiny_checkpoint, ada
             assert (tmp_path / f"t{i}" / name).read_text() == (tmp_path / f"s{i}" / name).read_text()
 
 
-def test_save_dirs_are_one_per_adapter(tmp_path):
+def test_save_dirs_are_one_per_adapter():
     assert adapter_save_dirs([], ["r"]) == [adapter_save_dirs(["a"], ["r"])[0]]
-    assert adapter_save_dirs(["x/a", "y/b"], ["r"]) == [tmp_path.__class__("r/a"), tmp_path.__class__("r/b")]
-    with pytest.raises(ValueError, match="one per adapter"):
+    assert adapter_save_dirs(["x/a", "y/b"], ["r"]) == [Path("r/a"), Path("r/b")]
+    assert adapter_save_dirs(["x/a", "y/b"], ["r", "s"]) == [Path("r"), Path("s")]
+    with pytest.raises(ValueError, match="same results directory"):
         adapter_save_dirs(["x/a", "y/a"], ["r"])  # two adapters named a would share r/a
     with pytest.raises(ValueError, match="not 2"):
         adapter_save_dirs(["a", "b", "c"], ["r", "s"])

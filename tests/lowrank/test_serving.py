@@ -110,6 +110,15 @@ def test_load_and_delete_keep_the_other_adapters(tmp_path, method):
     torch.testing.assert_close(again.eval()(ids).logits, expected["c"], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("method", TUNERS)
+def test_a_second_adapter_can_target_all_linear(method):
+    """PEFT resolves "all-linear" on an adapted model through the layer class name (it must contain "Linear")."""
+    model = three_adapters(method)
+    model.add_adapter("d", method_config(method, target_modules="all-linear"))
+    layers = [m for m in model.modules() if hasattr(m, "has_adapter") and m.has_adapter("d")]
+    assert len(layers) == 7 * 3  # q, k, v, o, gate, up, down in each of the 3 layers; not lm_head
+
+
 def adapter_tensor_bytes(model, base_ids):
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())
                if id(t) not in base_ids)

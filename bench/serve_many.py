@@ -18,9 +18,12 @@ What it measures, MoS and LoRA side by side in one run:
    a ``--prompt-len`` prompt. MoS/LoRA is the median over ``--repeats`` interleaved (ABBA) repeats.
 3. **Mixed-batch generation**: a batch whose row i uses adapter i mod N (``adapter_names=[...]``) against the
    same rows served one adapter at a time (``set_adapter``, then a batch of that adapter's rows), in tokens/s;
-   it also checks that both give the same tokens.
+   it also checks that both give the same tokens. MoS runs with its default factor cache (one adapter per
+   layer: the compact memory above) and, as "MoS caching N", with ``set_factor_cache_size(model, N)``.
 
-On a CPU shared with other work pass ``--threads 1`` (OpenMP threads waiting on busy cores scatter the times).
+On a CPU shared with other work pass ``--threads 1`` (OpenMP threads waiting on busy cores scatter the times); times
+are then CPU time of the process (``--clock cpu``, the default on the CPU), which other processes' load inflates far
+less than elapsed time.
 The last line is machine-readable: ``RATIO mos/lora bytes_per_adapter=... decode_b1=... decode_b8=... ...``.
 """
 
@@ -67,6 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads on CPU (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=sorted(CLOCK), default=None,
+                    help="what a time is: 'cpu' = CPU time of this process (time.process_time; with --threads 1 on "
+                         "a shared machine it is not inflated by other processes' load), 'wall' = elapsed time. "
+                         "Default: cpu on the CPU, wall on CUDA")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 8 layers, adapters 1,2,4, mixed 4, 4 new tokens, 2 repeats")
     ap.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON here")
@@ -174,12 +181,16 @@ def generate(model, ids, new_tokens: int, adapter_names=None):
     return model.generate(input_ids=ids, **kwargs)
 
 
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter
+
+
 def timed(fn, device: str) -> tuple[float, object]:
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     out = fn()
     sync(device)
-    return time.perf_counter() - t0, out
+    return clock() - t0, out
 
 
 def interleaved(fns: dict[str, callable], repeats: int, warmup: int, device: str) -> dict[str, list[float]]:
@@ -202,8 +213,11 @@ def prompt(vocab: int, rows: int, length: int, seed: int, device: str):
 
 # ---------------------------------------------------------------------------------------------------- main
 def run(args) -> dict:
+    global clock
     if args.device == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
+    clock = CLOCK[args.clock]
     import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 
     base = build_base(args)
@@ -212,7 +226,7 @@ def run(args) -> dict:
     layers = base.config.num_hidden_layers
     print(f"model: random-init Llama of SmolLM2-135M's shape, {layers} layers, "
           f"{sum(p.numel() for p in base.parameters()) / 1e6:.1f}M params; device {args.device}, dtype {args.dtype}, "
-          f"threads {torch.get_num_threads()}")
+          f"threads {torch.get_num_threads()}, clock {args.clock}")
     print(f"adapters on q/k/v/o/gate/up/down: MoS r={args.r} e={args.e} p={args.p} c={args.c} vs LoRA r={args.r} "
           f"(e/r = {args.e / args.r:.3f})")
     models = {"MoS": shared_copy(base), "LoRA": base}
@@ -270,11 +284,17 @@ def mixed_batch(models, args, vocab, n: int) -> dict:
         model.set_adapter("default")
         return out
 
+    from open_instruct.lowrank import set_factor_cache_size
+
+    wide = shared_copy(models["MoS"])  # the same adapters (tensors shared), caching the factors of all n
+    set_factor_cache_size(wide, n)
     fns = {}
     for v in VARIANTS:
         fns[f"{v} mixed"] = lambda m=models[v]: generate(m, ids, args.new_tokens, adapter_names=names)
         fns[f"{v} one-by-one"] = lambda m=models[v]: one_at_a_time(m)
+    fns["MoS mixed, cache n"] = lambda: generate(wide, ids, args.new_tokens, adapter_names=names)
     same = {v: bool(torch.equal(fns[f"{v} mixed"](), fns[f"{v} one-by-one"]())) for v in VARIANTS}
+    same["MoS"] = same["MoS"] and bool(torch.equal(fns["MoS mixed, cache n"](), fns["MoS one-by-one"]()))
     times = interleaved(fns, args.repeats, 0, args.device)
     tokens = rows * args.new_tokens
     tps = {k: tokens / statistics.median(t) for k, t in times.items()}
@@ -316,6 +336,9 @@ def summarize(res: dict, args) -> dict:
         for v in VARIANTS:
             ratios[f"{v.lower()}_mixed_vs_sequential_n{n}"] = t[f"{v} mixed"] / t[f"{v} one-by-one"]
         ratios[f"mixed_tps_n{n}"] = t["MoS mixed"] / t["LoRA mixed"]
+        ratios[f"mixed_tps_cache_n{n}"] = t["MoS mixed, cache n"] / t["LoRA mixed"]
+        label = f"tokens/s, {d['rows']} rows, mixed, MoS caching {n}"
+        print(f"{label:<44}{t['MoS mixed, cache n']:>12.1f}{t['LoRA mixed']:>12.1f}{ratios[f'mixed_tps_cache_n{n}']:>10.3f}")
         label = f"  mixed / one-by-one speed-up, N={n}"
         print(f"{label:<44}{ratios[f'mos_mixed_vs_sequential_n{n}']:>12.2f}"
               f"{ratios[f'lora_mixed_vs_sequential_n{n}']:>12.2f}   same tokens: "

@@ -14,7 +14,8 @@
   distributed engine re-materialises in place (DeepSpeed ZeRO-3, FSDP) are never cached.
 
 The cache holds the dense factors of at most ``factor_cache_size`` adapters per layer (least recently used
-first out; default 1, the active adapter), so many adapters stay resident at their compact size.
+first out; default 1, the active adapter; ``set_factor_cache_size(model, k)``), so many adapters stay resident at
+their compact size; a mixed batch over k adapters runs fastest with k.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from torch import nn
 BASE = "__base__"
 
 
-def _cacheable(t: torch.Tensor) -> bool:
+def cacheable(t: torch.Tensor) -> bool:
+    """Whether a tensor's identity, version and storage tell when its values change (not so for parameters
+    that DeepSpeed ZeRO-3 or FSDP re-materialise in place, for tensor subclasses, or for inference tensors)."""
     if type(t) not in (torch.Tensor, nn.Parameter) or hasattr(t, "ds_id") or hasattr(t, "_fsdp_flattened"):
         return False
     return not t.is_inference()
@@ -51,6 +54,11 @@ class FactorServing:
         return ()
 
     # ------------------------------------------------------------------ the cache
+    def __getstate__(self):  # deepcopy/pickle: the copy builds its own cache
+        state = dict(super().__getstate__())
+        state.pop("_factor_cache", None)
+        return state
+
     def _cache(self) -> OrderedDict:
         cache = self.__dict__.get("_factor_cache")
         if cache is None:
@@ -86,7 +94,7 @@ class FactorServing:
                 cache.move_to_end(adapter_name)
                 return entry[2], entry[3]
             del cache[adapter_name]
-        if not all(_cacheable(t) for t in sources):
+        if not all(cacheable(t) for t in sources):
             return None
         a, b = self.lora_factors(adapter_name)
         a = (a * self.scaling[adapter_name]).contiguous()
@@ -175,3 +183,24 @@ def mixed_batch_hooks(tuner, layer_cls, **kwargs):
     finally:
         for handle in handles:
             handle.remove()
+
+
+# ---------------------------------------------------------------------------------------------------- model-wide knobs
+def set_factor_cache_size(model, adapters: int) -> None:
+    """Keep the inference factors of up to ``adapters`` adapters per layer (0: no cache). The default, 1, serves
+    one active adapter at LoRA's speed at the compact size; a mixed batch over k adapters runs fastest with k."""
+    if not isinstance(adapters, int) or isinstance(adapters, bool) or adapters < 0:
+        raise ValueError(f"adapters must be an integer >= 0, got {adapters!r}.")
+    for module in model.modules():
+        if isinstance(module, FactorServing):
+            module.factor_cache_size = adapters
+            cache = module._cache()
+            while len(cache) > adapters:
+                cache.popitem(last=False)
+
+
+def clear_factor_cache(model) -> None:
+    """Drop every cached factor (needed only after editing adapter tensors through ``.data``)."""
+    for module in model.modules():
+        if isinstance(module, FactorServing):
+            module.clear_factor_cache()

@@ -58,6 +58,7 @@ class MoSModel(SharedPoolTuner):
                 if config.init_lora_A_vec_std:
                     vec = vec + float(config.init_lora_A_vec_std) * torch.randn(r, generator=generator)
                 layers[name].assign_routing(adapter_name, type_key, *routing[position], vec)
+            pool.set_members(adapter_name, [layers[name] for name in members])
 
     # ------------------------------------------------------------------ checkpoints: compact index lists
     @classmethod

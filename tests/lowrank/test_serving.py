@@ -233,3 +233,26 @@ def test_layers_on_another_device_than_their_pool(method):
         q_proj.unmerge()
     with OneDevicePerOp(), pytest.raises(RuntimeError, match="got tensors on"):  # the mode does catch a mix
         torch.randn(2) + torch.randn(2, device="meta")
+
+
+@torch.no_grad()
+def test_factor_cache_size_bounds_the_cached_adapters():
+    from open_instruct.lowrank import FactorLinear, clear_factor_cache, set_factor_cache_size
+
+    model = three_adapters("mos")
+    ids = torch.randint(0, 300, (3, 4), generator=torch.Generator().manual_seed(4))
+    layers = [m for m in model.modules() if isinstance(m, FactorLinear)]
+    expected = model(ids, adapter_names=["default", "b", "c"]).logits
+    assert all(len(m.factor_cache_tensors()) == 2 for m in layers)  # default 1 adapter: its A and B
+    set_factor_cache_size(model, 3)
+    torch.testing.assert_close(model(ids, adapter_names=["default", "b", "c"]).logits, expected, atol=ATOL, rtol=0)
+    assert all(len(m.factor_cache_tensors()) == 6 for m in layers)
+    set_factor_cache_size(model, 0)
+    assert all(not m.factor_cache_tensors() for m in layers)
+    torch.testing.assert_close(model(ids, adapter_names=["default", "b", "c"]).logits, expected, atol=ATOL, rtol=0)
+    set_factor_cache_size(model, 2)
+    model(ids)
+    clear_factor_cache(model)
+    assert all(not m.factor_cache_tensors() for m in layers)
+    with pytest.raises(ValueError, match=">= 0"):
+        set_factor_cache_size(model, -1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from open_instruct.tiny import build_tiny_model
-from tests.baselines_helpers import method_config
+from baselines_helpers import method_config
 
 TUNERS = ("mos", "tied_lora", "prolora")
 ATOL = 1e-5

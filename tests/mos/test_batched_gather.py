@@ -9,7 +9,7 @@ from torch.profiler import profile
 
 from open_instruct.mos import MoSPool
 from open_instruct.tiny import build_tiny_model
-from tests.baselines_helpers import method_config
+from baselines_helpers import method_config
 
 NUM_LAYERS, NUM_TYPES = 4, 7
 

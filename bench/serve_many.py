@@ -261,7 +261,7 @@ def decode_times(models, args, vocab) -> dict:
         ids = prompt(vocab, batch, args.prompt_len, args.seed, args.device)
         for m in models.values():
             m.set_adapter("default")
-        fns = {v: (lambda m=models[v]: generate(m, ids, args.new_tokens)) for v in VARIANTS}
+        fns = {v: (lambda m=models[v], ids=ids: generate(m, ids, args.new_tokens)) for v in VARIANTS}
         times = interleaved(fns, args.repeats, args.warmup, args.device)
         out[batch] = {v: statistics.median(t) for v, t in times.items()}
         print(f"decode batch {batch}: median s/generate MoS {out[batch]['MoS']:.3f}, LoRA {out[batch]['LoRA']:.3f}, "
@@ -299,7 +299,7 @@ def mixed_batch(models, args, vocab, n: int) -> dict:
     tokens = rows * args.new_tokens
     tps = {k: tokens / statistics.median(t) for k, t in times.items()}
     print(f"mixed batch of {rows} rows over {n} adapters, tokens/s: " + ", ".join(f"{k} {t:.1f}" for k, t in tps.items())
-          + f"; mixed == one-by-one tokens: " + ", ".join(f"{v} {same[v]}" for v in VARIANTS))
+          + "; mixed == one-by-one tokens: " + ", ".join(f"{v} {same[v]}" for v in VARIANTS))
     return {"rows": rows, "tokens_per_s": tps, "same_tokens": same}
 
 

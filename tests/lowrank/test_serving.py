@@ -8,9 +8,9 @@ that runs whenever gradients are enabled (no cache).
 import peft
 import pytest
 import torch
+from baselines_helpers import method_config
 
 from open_instruct.tiny import build_tiny_model
-from baselines_helpers import method_config
 
 TUNERS = ("mos", "tied_lora", "prolora")
 ATOL = 1e-5

@@ -5,11 +5,11 @@ import copy
 import peft
 import pytest
 import torch
+from baselines_helpers import method_config
 from torch.profiler import profile
 
 from open_instruct.mos import MoSPool
 from open_instruct.tiny import build_tiny_model
-from baselines_helpers import method_config
 
 NUM_LAYERS, NUM_TYPES = 4, 7
 

@@ -7,14 +7,14 @@
 #   (a) bench/mos_vs_lora.py on CUDA in bf16 with a random-init Llama-3.2-1B-shaped model:
 #       a throughput-bound shape (batch 8 x 1024), the same with gradient checkpointing, and a launch-bound
 #       one (batch 1 x 256); prints the MoS/LoRA ratios. torch.profiler tables of the first shape go to a log.
-#   (b) bench/gpu_qlora_check.py: MoS training steps on a bitsandbytes NF4 (QLoRA) base, loss finite and
-#       falling, export_lora, exported LoRA vs MoS logits.
+#   (b) tests/test_gpu_qlora.py (-m gpu, through bench/gpu_qlora_check.py): every method's training steps on a
+#       bitsandbytes NF4 (QLoRA) base, loss finite and falling, export_lora, exported LoRA vs the method's logits.
 #
 # Python packages missing on the machine (bitsandbytes, or another peft) can be put as wheels in .whl/ at the
 # repository root; on a CUDA machine they are installed into /tmp/site first. Logs go to $OUT (default /tmp/gpu_check).
-# Each benchmark run is capped at BENCH_TIMEOUT seconds (default 120), the 4-bit check at QLORA_TIMEOUT (120).
+# Each benchmark run is capped at BENCH_TIMEOUT seconds (default 120), the 4-bit check at QLORA_TIMEOUT (300).
 # Without CUDA every GPU part is skipped with a SKIP line; CPU_DRY_RUN=1 runs (a) on the tiny model and (b) on an
-# unquantized CPU base instead, to test this script. Exit status: 0 if every part that ran passed.
+# unquantized CPU base (the test file's cpu cases) instead, to test this script. Exit status: 0 if every part that ran passed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TRANSFORMERS_NO_ADVISORY_WARNINGS=1
@@ -62,13 +62,13 @@ else
     echo "SKIP (a): no CUDA device (CPU_DRY_RUN=1 runs it on the tiny model)"
 fi
 
-echo "== (b) MoS on a 4-bit NF4 base (QLoRA)"
+echo "== (b) every method on a 4-bit NF4 base (QLoRA)"
 if [ "$has_cuda" = 1 ]; then
-    timeout "${QLORA_TIMEOUT:-120}" "$PY" bench/gpu_qlora_check.py 2>&1 | tee "$OUTDIR/qlora.log" | grep -v -E "USDT|Loading weights|Writing model|warnings.warn|FutureWarning|real_accelerator"
+    timeout "${QLORA_TIMEOUT:-300}" "$PY" bench/gpu_qlora_check.py 2>&1 | tee "$OUTDIR/qlora.log" | grep -v -E "USDT|Loading weights|Writing model|warnings.warn|FutureWarning|real_accelerator"
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "FAIL: qlora check"; status=1; }
 elif [ "${CPU_DRY_RUN:-0}" = 1 ]; then
-    "$PY" bench/gpu_qlora_check.py --cpu-dry-run --steps 6 --hidden 128 --layers 3 2>&1 \
-        | tee "$OUTDIR/qlora.log" | grep -v -E "USDT|Loading weights|Writing model|warnings.warn|FutureWarning|real_accelerator"
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_qlora.py -k cpu 2>&1 \
+        | tee "$OUTDIR/qlora.log" | tail -3
     [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "FAIL: qlora dry run"; status=1; }
 else
     echo "SKIP (b): no CUDA device (CPU_DRY_RUN=1 runs it unquantized on the CPU)"

@@ -15,7 +15,6 @@ Two backends:
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -122,21 +121,21 @@ def read_adapter_config(adapter_path: str | Path) -> dict:
     if not config.is_file():
         raise FileNotFoundError(f"--adapter_path {adapter_path}: expected an adapter directory containing "
                                 f"adapter_config.json (a MoS or LoRA adapter saved by PEFT), found no {config}.")
-    return json.loads(config.read_text())
+    from open_instruct.adapters import read_adapter_config as read_checked
+
+    return read_checked(adapter_path)  # AdapterError (a ValueError) naming the file when it is not JSON
 
 
 def attach_adapter(model, adapter_path: str | Path):
-    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge).
+    """Wrap ``model`` with the adapter saved in ``adapter_path`` (no merge): MoS, Tied-LoRA, PRoLoRA, VeRA or LoRA.
 
-    Importing ``open_instruct.methods`` registers the MoS, Tied-LoRA and PRoLoRA PEFT types, so their native
-    checkpoints load as well as exported plain LoRA adapters.
+    ``open_instruct.adapters.attach_adapter`` checks that it fits first: a damaged config or weights file, or an
+    adapter of a different model, is an ``AdapterError`` (a ``ValueError``) naming the file and the fix.
     """
-    from peft import PeftModel
+    from open_instruct.adapters import attach_adapter as attach_checked
 
     read_adapter_config(adapter_path)
-    import open_instruct.methods  # noqa: F401  (registers the MOS, TIED_LORA and PROLORA PEFT types)
-
-    return PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+    return attach_checked(model, adapter_path, is_trainable=False)
 
 
 def adapter_save_dirs(adapter_paths: list[str], save_dirs: list[str]) -> list[Path]:

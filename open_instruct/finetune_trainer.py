@@ -33,17 +33,14 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from open_instruct.methods import METHODS, adapter_config, mapping_help
+from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
+from open_instruct.methods import METHODS, config_from_args, mapping_help
+from open_instruct.methods import add_adapter as add_method_adapter
 
 logger = logging.getLogger("finetune_trainer")
 
 FT_MODES = METHODS
 COMPLETED = "completed"
-
-
-def native_adapter_subdir(ft_mode: str) -> str:
-    """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
-    return f"{ft_mode}_adapter"
 
 
 class UsageError(ValueError):
@@ -101,7 +98,8 @@ class AdapterArguments:
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
     enable_lora_vec: bool = field(default=True, metadata={"help": "Compatibility flag of the original."})
-    enable_lora_rotation: bool = field(default=True, metadata={"help": "Compatibility flag; unused by MoS."})
+    enable_lora_rotation: bool = field(default=True, metadata={
+        "help": "PRoLoRA: roll copy i of a chunk by i·shift (rotation enhancement); unused by the other methods."})
     enable_lora_bias: bool = field(default=False, metadata={"help": "Must be False (bias='none')."})
     init2zero_via_vec: bool = field(default=False, metadata={"help": "Must be False (unused by MoS)."})
 
@@ -266,39 +264,19 @@ def load_model(model_args, mos_args, training_args):
     return model
 
 
-def lora_target_modules(spec: str):
-    spec = spec.strip()
-    if spec in ("all", "all-linear"):
-        return "all-linear"
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise UsageError(f"--lora_modules {spec!r} names no module; use 'all' or e.g. q_proj,v_proj.")
-    return names
-
-
 def method_config(mos_args, seed: int, method: str | None = None):
-    """The PEFT config of ``method`` (default ``--ft_mode``) from the launcher's flags, through the methods table."""
-    return adapter_config(
-        method or mos_args.ft_mode, r=mos_args.lora_r, lora_alpha=mos_args.lora_alpha,
-        lora_dropout=mos_args.lora_dropout, target_modules=lora_target_modules(mos_args.lora_modules),
-        valid_param_private_r=mos_args.valid_param_private_r, valid_param_lora_r=mos_args.valid_param_lora_r,
-        num_chunk_per_vec=mos_args.num_chunk_per_vec or 1, seed=seed,
-        init_lora_A_vec_value=mos_args.init_lora_A_vec_value, init_lora_A_vec_std=mos_args.init_lora_A_vec_std)
+    """The PEFT config of ``method`` (default ``--ft_mode``) from the launcher's flags (``open_instruct.methods``)."""
+    try:
+        return config_from_args(mos_args, seed, method)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
 
 
 def add_adapter(model, mos_args, seed: int):
-    """The method's adapter from the launcher's flags (``open_instruct.methods``); for mos, LoRA first and then the
-    paper's one-liner ``share_lora_chunkwisely`` right after it, as the original does."""
-    import peft
-
-    from open_instruct.mos import share_lora_chunkwisely
-
+    """The method's adapter from the launcher's flags; for mos, LoRA first and then the paper's one-liner
+    ``share_lora_chunkwisely`` right after it, as the original does (``open_instruct.methods.add_adapter``)."""
     try:
-        if mos_args.ft_mode != "mos":
-            return peft.get_peft_model(model, method_config(mos_args, seed))
-        chunk_config = method_config(mos_args, seed)  # validated before LoRA is built
-        model = peft.get_peft_model(model, method_config(mos_args, seed, "lora"))
-        return share_lora_chunkwisely(model, chunk_config)
+        return add_method_adapter(model, mos_args, seed)
     except ValueError as err:
         raise UsageError(str(err)) from err
 
@@ -317,29 +295,9 @@ def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) ->
     Every rank enters: under ZeRO-3 the trainable parameters are partitioned, and gathering them is collective.
     """
     with gathered_trainable_parameters(model):
-        if not trainer.is_world_process_zero():
-            return
-        if mos_args.ft_mode == "lora":
-            model.save_pretrained(output_dir)
-        else:
-            from open_instruct.lowrank import export_lora
-
-            model.save_pretrained(output_dir / native_adapter_subdir(mos_args.ft_mode))
-            export_lora(model, output_dir)
-        tokenizer.save_pretrained(output_dir)
-
-
-def gathered_trainable_parameters(model):
-    """Under DeepSpeed ZeRO-3, a context in which the (partitioned) trainable parameters are whole on every rank."""
-    from contextlib import nullcontext
-
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
-    if not is_deepspeed_zero3_enabled():
-        return nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters([p for p in model.parameters() if p.requires_grad], modifier_rank=None)
+        if trainer.is_world_process_zero():
+            save_run_adapters(model, output_dir, mos_args.ft_mode)
+            tokenizer.save_pretrained(output_dir)
 
 
 def setup_logging(training_args) -> None:

@@ -9,7 +9,8 @@ PROLORA PEFT types.
 lora       r = lora_r                                                   (α = lora_alpha, dropout = lora_dropout)
 vera       r = lora_r (VeRA's rank, e.g. 256); projection_prng_key = seed; no α (VeRA has no scaling)
 tied_lora  r = lora_r (rank of the tied A and B); α, dropout as LoRA
-prolora    r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies)
+prolora    r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies),
+           rotation: --enable_lora_rotation (default True)
 mos        r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec, vec mean/std
 =========  =====================================================================================================
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import peft
 
 from open_instruct.baselines import ProLoRAConfig, TiedLoRAConfig
-from open_instruct.mos import MoSConfig
+from open_instruct.mos import MoSConfig, share_lora_chunkwisely
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ def _tied_lora(a, common):
 def _prolora(a, common):
     c = a["num_chunk_per_vec"]
     return ProLoRAConfig(r=a["r"], unshared_r=a["valid_param_private_r"], reduce_lora_A_x=c, reduce_lora_B_x=c,
-                         lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"], **common)
+                         enable_lora_rotation=a["enable_lora_rotation"], lora_alpha=a["lora_alpha"],
+                         lora_dropout=a["lora_dropout"], **common)
 
 
 def _mos(a, common):
@@ -85,7 +87,8 @@ TABLE: dict[str, Method] = {m.name: m for m in (
            _rank_only),
     Method("tied_lora", "r = lora_r (rank of the A and B tied across layers, per-layer u and v vectors)", "r",
            _tied_lora, _rank_only),
-    Method("prolora", "r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies)",
+    Method("prolora", "r = lora_r, u = valid_param_private_r (unshared ranks), m = n = num_chunk_per_vec (chunk copies), "
+           "rotation: --enable_lora_rotation (default True)",
            "rpc", _prolora, _describe_prolora),
     Method("mos", "r = lora_r, e = valid_param_lora_r, p = valid_param_private_r, c = num_chunk_per_vec", "rpec", _mos,
            _describe_mos),
@@ -107,7 +110,8 @@ def mapping_help() -> str:
 def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dropout: float = 0.0,
                    target_modules="all-linear", valid_param_private_r: int = 1, valid_param_lora_r: int = 1,
                    num_chunk_per_vec: int = 1, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
-                   init_lora_A_vec_std: float = 0.0, task_type: str | None = "CAUSAL_LM") -> peft.PeftConfig:
+                   init_lora_A_vec_std: float = 0.0, enable_lora_rotation: bool = True,
+                   task_type: str | None = "CAUSAL_LM") -> peft.PeftConfig:
     """The PEFT config of ``method_name`` from the launcher's arguments (see the module docstring for the mapping).
 
     Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
@@ -115,8 +119,40 @@ def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dro
     spec = method(method_name)
     args = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, valid_param_private_r=valid_param_private_r,
                 valid_param_lora_r=valid_param_lora_r, num_chunk_per_vec=num_chunk_per_vec, seed=seed,
-                init_lora_A_vec_value=init_lora_A_vec_value, init_lora_A_vec_std=init_lora_A_vec_std)
+                init_lora_A_vec_value=init_lora_A_vec_value, init_lora_A_vec_std=init_lora_A_vec_std,
+                enable_lora_rotation=enable_lora_rotation)
     return spec.build(args, dict(target_modules=target_modules, task_type=task_type))
+
+
+def lora_target_modules(spec: str):
+    """``--lora_modules``: 'all' (every linear layer but the head) or a comma list of module names."""
+    spec = spec.strip()
+    if spec in ("all", "all-linear"):
+        return "all-linear"
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise ValueError(f"--lora_modules {spec!r} names no module; use 'all' or e.g. q_proj,v_proj.")
+    return names
+
+
+def config_from_args(args, seed: int, method_name: str | None = None) -> peft.PeftConfig:
+    """The PEFT config of ``method_name`` (default ``args.ft_mode``) from the trainer's ``AdapterArguments``."""
+    return adapter_config(
+        method_name or args.ft_mode, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=lora_target_modules(args.lora_modules), valid_param_private_r=args.valid_param_private_r,
+        valid_param_lora_r=args.valid_param_lora_r, num_chunk_per_vec=args.num_chunk_per_vec or 1, seed=seed,
+        init_lora_A_vec_value=args.init_lora_A_vec_value, init_lora_A_vec_std=args.init_lora_A_vec_std,
+        enable_lora_rotation=args.enable_lora_rotation)
+
+
+def add_adapter(model, args, seed: int):
+    """``model`` with the adapter of ``args.ft_mode``; for mos, LoRA first and then the paper's one-liner
+    ``share_lora_chunkwisely`` right after it, as the original does. ``ValueError`` names a bad setting."""
+    if args.ft_mode != "mos":
+        return peft.get_peft_model(model, config_from_args(args, seed))
+    chunk_config = config_from_args(args, seed)  # validated before LoRA is built
+    model = peft.get_peft_model(model, config_from_args(args, seed, "lora"))
+    return share_lora_chunkwisely(model, chunk_config)
 
 
 def describe(method_name: str, config) -> str:

@@ -11,13 +11,15 @@ for the method's native adapter, float32; LoRA export = the dense rank-r LoRA ad
 
 Settings use the launcher's names (r = lora_r, p = valid_param_private_r, e = valid_param_lora_r,
 c = num_chunk_per_vec; u and m are accepted for PRoLoRA's p and c); each method reads the ones it uses.
-``--model`` is a directory holding ``config.json`` or one of the built-in presets (no model hub needed).
+``--model`` is one of the built-in presets or its hub id (no model hub needed), a directory holding
+``config.json``, or, online, any other hub id (only its ``config.json`` is fetched).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +33,13 @@ PRESETS: dict[str, dict] = {
     "llama3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
                         num_attention_heads=24, num_key_value_heads=8, head_dim=128, vocab_size=128256,
                         tie_word_embeddings=True),
+}
+
+# The hub ids users type for the presets (same config.json): they work offline.
+HUB_IDS = {
+    "meta-llama/Llama-2-7b-hf": "llama2-7b", "meta-llama/Llama-2-7b-chat-hf": "llama2-7b",
+    "meta-llama/Llama-2-13b-hf": "llama2-13b", "meta-llama/Llama-2-13b-chat-hf": "llama2-13b",
+    "meta-llama/Llama-3.2-3B": "llama3.2-3b", "meta-llama/Llama-3.2-3B-Instruct": "llama3.2-3b",
 }
 
 SETTING_KEYS = {"r": "r", "p": "p", "e": "e", "c": "c", "u": "p", "m": "c"}
@@ -97,19 +106,46 @@ class Entry:
 
 
 def load_model_config(spec: str):
-    """A transformers config from a preset name or a directory (or file) with ``config.json``."""
+    """A transformers config from a preset name, a preset's hub id, a directory (or file) with ``config.json``, or
+    (online) any other hub id, of which only ``config.json`` is fetched."""
     from transformers import AutoConfig
 
+    spec = HUB_IDS.get(spec, spec)
     if spec in PRESETS:
         kw = dict(PRESETS[spec])
         return AutoConfig.for_model(kw.pop("model_type"), **kw)
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".json":
         path = path.parent
-    if not (path / "config.json").is_file():
-        raise ValueError(f"--model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with "
-                         "config.json.")
-    return AutoConfig.from_pretrained(str(path))
+    if (path / "config.json").is_file():
+        return AutoConfig.from_pretrained(str(path))
+    known = f"a preset ({', '.join(PRESETS)}), a preset's hub id ({', '.join(HUB_IDS)}) or a directory with config.json"
+    if path.exists() or spec.count("/") != 1:
+        raise ValueError(f"--model {spec!r} is neither {known}.")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("", "0", "false", "no"):
+        raise ValueError(f"--model {spec!r}: the model hub is off (HF_HUB_OFFLINE); pass {known}, or unset "
+                         "HF_HUB_OFFLINE to fetch its config.json.")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config_file = hf_hub_download(spec, "config.json")  # the config only, never weights
+    except Exception as err:  # noqa: BLE001 - network, gated repo, missing repo: all one line
+        raise ValueError(f"--model {spec!r}: could not fetch its config.json from the hub ({type(err).__name__}); "
+                         f"check the id and your access, or pass {known}.") from None
+    return AutoConfig.from_pretrained(str(Path(config_file).parent))
+
+
+def check_target_names(config, target_modules) -> None:
+    """Every name in a ``--lora_modules`` list must name modules of the model (PEFT ignores the unmatched ones when
+    another name matches)."""
+    if not isinstance(target_modules, list):
+        return
+    names = {name.rsplit(".", 1)[-1] for name, module in meta_model(config).named_modules()
+             if hasattr(module, "in_features") or type(module).__name__ == "Conv1D"}
+    unknown = [t for t in target_modules if t not in names]
+    if unknown:
+        raise ValueError(f"--lora_modules: {', '.join(unknown)} names no linear module of this model; its linear "
+                         f"modules are {', '.join(sorted(names))}.")
 
 
 def meta_model(config):
@@ -154,7 +190,13 @@ def measure(config, row: Row, target_modules="all-linear") -> Entry:
 
 def build_table(model_spec: str, rows: list[Row], target_modules="all-linear") -> tuple[object, list[Entry]]:
     config = load_model_config(model_spec)
+    check_target_names(config, target_modules)
     return config, [measure(config, row, target_modules) for row in rows]
+
+
+def lora_per_rank(config, target_modules="all-linear") -> int:
+    """LoRA parameters per unit rank on the targets (PEFT's own LoRA at r = 1), whatever the rows did."""
+    return measure(config, Row("lora", 1), target_modules).trainable
 
 
 def _mib(n: int) -> str:
@@ -197,7 +239,9 @@ def main(argv=None) -> int:
     from open_instruct.methods import METHODS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help=f"preset ({', '.join(PRESETS)}) or a directory with config.json")
+    ap.add_argument("--model", required=True,
+                    help=f"preset ({', '.join(PRESETS)}) or its hub id (e.g. meta-llama/Llama-2-7b-hf), a directory "
+                         "with config.json, or (online) another hub id, of which only config.json is fetched")
     ap.add_argument("--rows", nargs="+", metavar="SPEC",
                     help="rows like 'lora r=2' 'prolora r=8 p=1 c=4' 'mos r=4 e=2 p=1 c=4' (default: the paper's "
                          "budgets)")
@@ -222,10 +266,10 @@ def main(argv=None) -> int:
         targets = "all-linear" if args.lora_modules in ("all", "all-linear") else [
             s.strip() for s in args.lora_modules.split(",") if s.strip()]
         config, entries = build_table(args.model, rows, targets)
+        per_rank = lora_per_rank(config, targets)
     except ValueError as err:
         print(f"param_table: error: {err}", file=sys.stderr)
         return 2
-    per_rank = next((e.lora_per_rank for e in entries if not e.error), 0)
     print(describe_model(args.model, config, per_rank))
     print(format_table(entries, markdown=args.markdown))
     notes = sorted({n for e in entries for n in e.notes})

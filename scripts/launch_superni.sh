@@ -20,11 +20,8 @@ usage: bash $(basename "$0") lora_r seed GPU_ID learning_rate finetune_mode init
   num_chunk_per_vec      c, shards per rank vector (prolora: m = n, chunk copies along in / out)
 
 What each finetune_mode reads (the others are recorded in the run name and ignored):
-  lora       r = lora_r
-  vera       r = lora_r (VeRA's rank, e.g. 256; no lora_alpha scaling; seed = projection PRNG key)
-  tied_lora  r = lora_r (rank of the A and B tied across layers, per-layer u and v vectors)
-  prolora    r = lora_r, u = valid_param_private_r, m = n = num_chunk_per_vec
-  mos        r = lora_r, p = valid_param_private_r, e = valid_param_lora_r, c = num_chunk_per_vec
+$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && "${PYTHON:-python}" -m open_instruct.methods 2>/dev/null \
+  || echo "  (python -m open_instruct.methods lists it)")
 Every mode leaves a plain LoRA adapter in the run directory (exported exactly), so evaluation is the same.
 
 example (the original's example run: r=16, e=4, p=2, c=4, lr 2e-4):  bash $(basename "$0") 16 0 0 2e-4 mos 1 0 2 4 4

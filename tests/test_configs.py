@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -80,11 +80,7 @@ def test_ds_auto_keys_are_ones_the_hf_trainer_fills(name):
     autos = _auto_keys(cfg)
     allowed = HF_AUTO_KEYS | (HF_AUTO_KEYS_ZERO3 if DS_STAGES[name] == 3 else set())
     assert autos <= allowed, f"{name}: 'auto' keys the HF Trainer does not fill: {sorted(autos - allowed)}"
-    # The installed transformers still fills every key we rely on (read its source; importing it needs deepspeed).
-    spec = importlib.util.find_spec("transformers.integrations.deepspeed")
-    source = Path(spec.origin).read_text()
-    for key in autos:
-        assert f'"{key}"' in source, f"transformers' DeepSpeed integration no longer mentions {key!r}"
+    # That the installed transformers really fills them is test_hf_trainer_fills_every_auto_value (it runs the filler).
 
 
 @pytest.mark.parametrize("name", sorted(DS_STAGES))
@@ -133,11 +129,11 @@ def test_accelerate_config_parses_and_references_existing_files(name):
 @pytest.mark.parametrize("name", sorted(ACCELERATE_FILES))
 def test_accelerate_launch_accepts_config(name, monkeypatch):
     """accelerate's own loader and launch-argument validation (no process is started)."""
+    import accelerate.commands.launch as launch
     from accelerate.commands.config.config_args import load_config_from_file
 
-    launch = pytest.importorskip("accelerate.commands.launch")
-    if not hasattr(launch, "_validate_launch_command"):
-        pytest.skip("accelerate changed its launch internals")
+    assert hasattr(launch, "_validate_launch_command"), (
+        "accelerate moved _validate_launch_command (private API): adapt this test to the pinned accelerate version")
     monkeypatch.chdir(REPO)
     loaded = load_config_from_file(str(ACC_DIR / name))
     assert loaded.distributed_type.value == ACCELERATE_FILES[name][0]
@@ -168,13 +164,11 @@ def test_bench_runs_on_tiny_model_and_prints_ratios(capsys, tmp_path):
     bench = _load_script("mos_vs_lora")
     out_json = tmp_path / "bench.json"
     threads = torch.get_num_threads()
-    t0 = time.perf_counter()
     try:  # one thread: tiny ops gain nothing from two, and a busy machine makes two threads stall each other
         rc = bench.main(["--model", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "1",
                          "--seq-len", "16", "--threads", "1", "--json", str(out_json)])
     finally:
         torch.set_num_threads(threads)
-    elapsed = time.perf_counter() - t0
     out = capsys.readouterr().out
     assert rc == 0
     line = [x for x in out.splitlines() if x.startswith("RATIO mos/lora")]
@@ -187,7 +181,6 @@ def test_bench_runs_on_tiny_model_and_prints_ratios(capsys, tmp_path):
     assert len(result["step_ms"]["MoS"]) == len(result["step_ms"]["LoRA"]) == 2
     # MoS holds e/r of LoRA's trainable parameters (e=2, r=8 by default).
     assert result["trainable"]["MoS"] * 4 == result["trainable"]["LoRA"]
-    assert elapsed < 30, f"the smoke run took {elapsed:.1f} s"
 
 
 def test_bench_variants_share_base_weights_and_interleave():
@@ -203,16 +196,17 @@ def test_bench_variants_share_base_weights_and_interleave():
     assert [bench.abba_order(i) for i in range(4)] == [("MoS", "LoRA"), ("LoRA", "MoS")] * 2
 
 
-def test_gpu_check_script_is_valid_bash():
-    proc = subprocess.run(["bash", "-n", str(REPO / "bench" / "gpu_check.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-
-
-def test_gpu_qlora_check_skips_cleanly_without_cuda(capsys):
+def test_gpu_check_script_runs_and_skips_each_gpu_part_without_cuda(tmp_path):
+    """The real script, end to end: versions, then one SKIP line per GPU part, then PASS (on a machine without CUDA)."""
     if torch.cuda.is_available():
-        pytest.skip("has CUDA: the real check runs in bench/gpu_check.sh")
-    assert _load_script("gpu_qlora_check").main([]) == 0
-    assert "SKIP 4-bit check" in capsys.readouterr().out
+        pytest.skip("has CUDA: there the script runs the GPU parts (bench/gpu_check.sh)")
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "CPU_DRY_RUN": "0"}
+    proc = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh")], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "torch" in proc.stdout and "gpu                 none" in proc.stdout
+    assert "SKIP (a)" in proc.stdout and "SKIP (b)" in proc.stdout
+    assert proc.stdout.rstrip().endswith("GPU_CHECK PASS")
 
 
 if __name__ == "__main__":

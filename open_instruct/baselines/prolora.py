@@ -24,7 +24,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _get_in_out_features
+from peft.tuners.tuners_utils import (
+    BaseTuner,
+    BaseTunerLayer,
+    _ExcludedModule,
+    _get_in_out_features,
+    _maybe_include_all_linear_layers,
+)
 from torch import nn
 
 from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_int, default_all_linear
@@ -39,6 +45,8 @@ PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 @dataclass
 class ProLoRAConfig(LowRankAdapterConfig):
     """Configuration of a PRoLoRA adapter (field names as in the authors' code; u, m, n in the paper's notation)."""
+
+    method_peft_type = PROLORA_PEFT_TYPE
 
     r: int = field(default=8, metadata={"help": "Rank r of the materialised A (r × in) and B (out × r)."})
     unshared_r: int = field(
@@ -64,11 +72,6 @@ class ProLoRAConfig(LowRankAdapterConfig):
         default=True,
         metadata={"help": "True: A parts ~ U(±1/√in), B parts = 0 (ΔW = 0). False: B parts random too (for tests)."},
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = PROLORA_PEFT_TYPE
-        self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for any constraint that does not depend on the model."""
@@ -191,6 +194,23 @@ class ProLoRAModel(BaseTuner):
     def _prepare_adapter_config(self, peft_config: ProLoRAConfig, model_config: dict) -> ProLoRAConfig:
         return default_all_linear(peft_config)
 
+    def inject_adapter(self, model, adapter_name, **kwargs) -> None:
+        """Check every target against m and n first, so that a module that does not fit leaves the model as it was
+        (instead of half converted)."""
+        config = self._prepare_adapter_config(self.peft_config[adapter_name], self.get_model_config(model))
+        config = _maybe_include_all_linear_layers(config, model)
+        for key, module in model.named_modules():
+            if not key or key.endswith(".base_layer"):
+                continue
+            match = self._check_target_module_exists(config, key)
+            if not match or isinstance(match, _ExcludedModule):
+                continue
+            base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+            in_features, out_features = _get_in_out_features(base)
+            if in_features is not None and out_features is not None:
+                config.validate_for_module(key, in_features, out_features)
+        super().inject_adapter(model, adapter_name, **kwargs)
+
     @contextmanager
     def _enable_peft_forward_hooks(self, *args, **kwargs):
         """``adapter_names=[...]`` in ``PeftModel.forward``/``generate``: one adapter per row (mixed batches)."""
@@ -198,10 +218,6 @@ class ProLoRAModel(BaseTuner):
             yield
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
-        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        in_features, out_features = _get_in_out_features(base)
-        if in_features is not None and out_features is not None:
-            config.validate_for_module(current_key, in_features, out_features)
         if isinstance(target, ProLoRALinear):
             target.update_layer(adapter_name, config)
             return

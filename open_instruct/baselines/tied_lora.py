@@ -23,11 +23,10 @@ import torch
 from torch import nn
 
 from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_int
-from open_instruct.lowrank.grouping import group_same_shape
 from open_instruct.lowrank.layer import FactorLinear
 from open_instruct.lowrank.peft_type import ensure_peft_type
 from open_instruct.lowrank.pool import FactorPool, lora_a_bound
-from open_instruct.lowrank.tuner import SharedPoolTuner, seeded_generator
+from open_instruct.lowrank.tuner import SharedPoolTuner
 
 TIED_LORA_PEFT_TYPE = ensure_peft_type("TIED_LORA")
 ZERO_INIT_CHOICES = ("B", "v")
@@ -36,6 +35,8 @@ ZERO_INIT_CHOICES = ("B", "v")
 @dataclass
 class TiedLoRAConfig(LowRankAdapterConfig):
     """Configuration of a Tied-LoRA adapter: ΔW_ℓ = (α/r)·Λ(v_ℓ)·B_t·Λ(u_ℓ)·A_t, A_t and B_t shared per module type."""
+
+    method_peft_type = TIED_LORA_PEFT_TYPE
 
     r: int = field(default=8, metadata={"help": "Rank r of the tied A (r × in) and B (out × r) of each module type."})
     zero_init: str = field(
@@ -52,11 +53,6 @@ class TiedLoRAConfig(LowRankAdapterConfig):
         metadata={"help": "Seed of the initial A, B (and u, v when init_weights=False). None: drawn from torch's "
                           "global RNG (so transformers.set_seed decides it), then recorded and saved."},
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = TIED_LORA_PEFT_TYPE
-        self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for any constraint that does not depend on the model."""
@@ -142,14 +138,12 @@ class TiedLoRAModel(SharedPoolTuner):
     """Injects Tied-LoRA layers; holds the tied A and B of each module type in ``shared_pools`` (saved once)."""
 
     prefix: str = "tied_lora_"
+    method_label = "Tied-LoRA"
     tuner_layer_cls = TiedLoRALinear
 
     def _build_pools(self, adapter_name: str) -> None:
         """One tied A and B per module type (all its layers must share one shape); every layer uses all of it."""
-        config: TiedLoRAConfig = self.peft_config[adapter_name]
-        layers = self.layers_holding(adapter_name)
-        plan = group_same_shape({name: (m.in_features, m.out_features) for name, m in layers.items()}, "Tied-LoRA")
-        generator = seeded_generator(config)
+        config, layers, plan, generator = self.pool_plan(adapter_name)
         for type_key, (members, in_f, out_f) in plan.items():
             if type_key not in self.shared_pools:
                 self.shared_pools[type_key] = TiedPool(in_f, out_f)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from peft.config import PeftConfig
+from peft.utils import PeftType
 
 
 def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
@@ -45,12 +47,23 @@ class LowRankAdapterConfig(PeftConfig):
         default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
     )
 
+    # The method's PEFT type (set by each subclass); every config of it is stamped with it and validated.
+    method_peft_type: ClassVar[PeftType | None] = None
+
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
         if isinstance(self.exclude_modules, list):
             self.exclude_modules = set(self.exclude_modules)
+        if self.method_peft_type is not None:
+            self.peft_type = self.method_peft_type
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field for any constraint that does not depend on the model; a method
+        adds its own checks and calls ``validate_common``."""
+        self.validate_common()
 
     def validate_common(self) -> None:
         """``ValueError`` naming the field for the shared constraints: bias, dropout, layers_pattern."""

@@ -19,6 +19,7 @@ The command line (loading base model + adapter from disk) is ``python -m open_in
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 LORA_WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
 
 
 def _tuner(model):
@@ -141,6 +143,19 @@ def lora_state_dict(model, adapter_name: str = "default", dtype: torch.dtype = t
                 b = b * scaling
             out[f"base_model.model.{path}.lora_A.weight"] = a.detach().to("cpu", dtype).contiguous()
             out[f"base_model.model.{path}.lora_B.weight"] = b.detach().to("cpu", dtype).contiguous()
+        out.update(modules_to_save_state_dict(model, adapter_name, dtype))
+    return out
+
+
+def modules_to_save_state_dict(model, adapter_name: str = "default", dtype: torch.dtype = torch.float32):
+    """The fully trained copies of ``modules_to_save`` (e.g. a head), under the keys PEFT's LoRA loads them from."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    out = {}
+    for path, module in _tuner(model).model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper) and adapter_name in module.modules_to_save:
+            for name, tensor in module.modules_to_save[adapter_name].state_dict().items():
+                out[f"base_model.model.{path}.{name}"] = tensor.detach().to("cpu", dtype).contiguous()
     return out
 
 
@@ -180,5 +195,18 @@ def export_lora(model, output_dir: str | Path, adapter_name: str = "default", dt
     tmp = out / (LORA_WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / LORA_WEIGHTS_NAME)
-    config.save_pretrained(str(out))
+    write_config(config, out)
     return out
+
+
+def write_config(config, out: Path) -> None:
+    """``adapter_config.json`` with its module lists sorted, so that two exports of one adapter are byte-identical
+    (PEFT writes the ``target_modules`` set in hash order, which differs between processes)."""
+    data = config.to_dict()
+    for key in ("target_modules", "exclude_modules", "modules_to_save"):
+        if isinstance(data.get(key), (set, list, tuple)):
+            data[key] = sorted(data[key])
+    data = {k: (sorted(v) if isinstance(v, set) else v) for k, v in data.items()}
+    tmp = out / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out / CONFIG_NAME)

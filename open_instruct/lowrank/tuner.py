@@ -17,6 +17,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
 from .config import default_all_linear
+from .grouping import group_same_shape
 from .layer import FactorLinear, layer_kwargs
 from .serving import mixed_batch_hooks
 
@@ -39,6 +40,7 @@ class SharedPoolTuner(BaseTuner):
 
     uses_shared_state: bool = True
     target_module_mapping: dict = {}
+    method_label: str = "this method"  # the method's name in messages
 
     # ------------------------------------------------------------------ what a method provides
     def _build_pools(self, adapter_name: str) -> None:
@@ -83,6 +85,17 @@ class SharedPoolTuner(BaseTuner):
         """``{path: layer}`` of this tuner's layers that hold ``adapter_name``."""
         return {name: m for name, m in self.model.named_modules()
                 if isinstance(m, self.tuner_layer_cls) and m.has_adapter(adapter_name)}
+
+    def plan_types(self, config, shapes: dict[str, tuple[int, int]]) -> dict[str, tuple[list[str], int, int]]:
+        """``{type_key: (names in layer order, in, out)}`` of the new layers; a method adds its own checks."""
+        return group_same_shape(shapes, self.method_label)
+
+    def pool_plan(self, adapter_name: str):
+        """What ``_build_pools`` starts from: ``(config, {path: layer}, plan_types(...), seeded generator)``."""
+        config = self.peft_config[adapter_name]
+        layers = self.layers_holding(adapter_name)
+        plan = self.plan_types(config, {name: (m.in_features, m.out_features) for name, m in layers.items()})
+        return config, layers, plan, seeded_generator(config)
 
     # ------------------------------------------------------------------ adapters on/off, trainability
     def _set_pool_requires_grad(self, inference_mode: bool = False) -> None:

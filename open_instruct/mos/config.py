@@ -29,6 +29,8 @@ class MoSConfig(LowRankAdapterConfig):
     ``idx[j·c:(j+1)·c]``; ΔW = (α/r)·B·diag(vec)·A. Trainable parameters = e × (LoRA parameters per unit rank).
     """
 
+    method_peft_type = MOS_PEFT_TYPE
+
     r: int = field(default=8, metadata={"help": "Rank r of the materialised adapter (original: lora_r)."})
     valid_param_lora_r: int = field(
         default=1,
@@ -57,14 +59,9 @@ class MoSConfig(LowRankAdapterConfig):
             "(so transformers.set_seed decides it), then recorded here and saved with the adapter."
         },
     )
-    def __post_init__(self):
-        super().__post_init__()
-        self.peft_type = MOS_PEFT_TYPE
-        self.validate()
-
     def validate(self) -> None:
         """Check the constraints that do not depend on the model; raise ``ValueError`` naming the field."""
-        r, e, p, c = self.r, self.valid_param_lora_r, self.valid_param_private_r, self.num_chunk_per_vec
+        r, e, p = self.r, self.valid_param_lora_r, self.valid_param_private_r
         for name in ("r", "valid_param_lora_r", "num_chunk_per_vec"):
             check_positive_int("MoSConfig", name, getattr(self, name))
         check_positive_int("MoSConfig", "valid_param_private_r", p, minimum=0)
@@ -77,6 +74,12 @@ class MoSConfig(LowRankAdapterConfig):
             raise ValueError(
                 f"MoSConfig.valid_param_private_r (p={p}) must be <= r ({r}): each layer uses its p private "
                 "rank vectors as the last p of its r rank vectors."
+            )
+        if e > r:
+            raise ValueError(
+                f"MoSConfig.valid_param_lora_r (e={e}) must be <= r ({r}): each layer draws only r-p = {r - p} shared "
+                f"rank vectors, so with e > r at least (e-r)·L·c shards of every pool could never be used by any "
+                f"layer while still counted as trainable. Raise r to at least {e} or lower valid_param_lora_r."
             )
         if p == e and r != e:
             raise ValueError(

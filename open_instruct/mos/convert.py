@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 from .config import MoSConfig
 from .model import plan_pools
 
 _CHUNK_FIELDS = ("valid_param_lora_r", "valid_param_private_r", "num_chunk_per_vec")
 
 
+def _lora_fields(lora_config) -> dict:
+    """What MoS takes over from the LoRA it replaces: targets, scaling, dropout, task and base model."""
+    target = lora_config.target_modules
+    return dict(
+        lora_alpha=lora_config.lora_alpha, lora_dropout=lora_config.lora_dropout,
+        target_modules=sorted(target) if isinstance(target, (set, list)) else target,
+        exclude_modules=lora_config.exclude_modules, layers_to_transform=lora_config.layers_to_transform,
+        layers_pattern=lora_config.layers_pattern, fan_in_fan_out=lora_config.fan_in_fan_out,
+        modules_to_save=lora_config.modules_to_save, task_type=lora_config.task_type,
+        base_model_name_or_path=lora_config.base_model_name_or_path,
+    )
+
+
+def _comparable(value):
+    return sorted(value) if isinstance(value, (set, list, tuple)) else value
+
+
 def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
-    """A ``MoSConfig`` from a chunk config (a MoSConfig, or any object/dict with the MoS fields) and a LoraConfig."""
+    """A ``MoSConfig`` from a chunk config (a MoSConfig, or any object/dict with the MoS fields) and a LoraConfig.
+
+    A ``MoSConfig`` keeps its own MoS fields (r, e, p, c, vec, seed) and takes LoRA's targets, alpha, dropout
+    (and the other targeting fields), with a warning naming each field whose value it replaces."""
     if isinstance(chunk_config, MoSConfig):
-        return chunk_config
+        if lora_config is None:
+            return chunk_config
+        lora = _lora_fields(lora_config)
+        # (PEFT expands LoRA's 'all-linear' into module names: a MoSConfig left at 'all-linear' agrees with them)
+        changed = [f"{k} ({getattr(chunk_config, k)!r} -> {v!r})" for k, v in lora.items()
+                   if k in ("lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "fan_in_fan_out")
+                   and _comparable(getattr(chunk_config, k)) != _comparable(v)
+                   and not (k == "target_modules" and getattr(chunk_config, k) in (None, "all-linear"))]
+        if changed:
+            warnings.warn("share_lora_chunkwisely keeps the LoRA model's " + ", ".join(changed) + " over the "
+                          "MoSConfig's.", stacklevel=3)
+        return dataclasses.replace(chunk_config, **lora)
     get = chunk_config.get if isinstance(chunk_config, dict) else lambda k, d=None: getattr(chunk_config, k, d)
     missing = [f for f in _CHUNK_FIELDS if get(f) is None]
     if missing:
@@ -21,15 +55,7 @@ def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
         raise ValueError("chunk_config needs lora_r (or r), or pass a LoRA model whose config has r.")
     kw = {f: int(get(f)) for f in _CHUNK_FIELDS}
     if lora_config is not None:
-        target = lora_config.target_modules
-        kw.update(
-            lora_alpha=lora_config.lora_alpha, lora_dropout=lora_config.lora_dropout,
-            target_modules=sorted(target) if isinstance(target, (set, list)) else target,
-            exclude_modules=lora_config.exclude_modules, layers_to_transform=lora_config.layers_to_transform,
-            layers_pattern=lora_config.layers_pattern, fan_in_fan_out=lora_config.fan_in_fan_out,
-            modules_to_save=lora_config.modules_to_save, task_type=lora_config.task_type,
-            base_model_name_or_path=lora_config.base_model_name_or_path,
-        )
+        kw.update(_lora_fields(lora_config))
     for opt in ("lora_alpha", "lora_dropout", "target_modules", "seed", "init_lora_A_vec_value", "init_lora_A_vec_std"):
         if get(opt) is not None:
             kw[opt] = get(opt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from open_instruct.lowrank.grouping import group_same_shape
-from open_instruct.lowrank.tuner import POOLS_ATTR, SharedPoolTuner, seeded_generator
+from open_instruct.lowrank.tuner import POOLS_ATTR, SharedPoolTuner
 
 from .config import MoSConfig
 from .layer import INDEX_DTYPE, MoSLayer, MoSPool
@@ -35,14 +35,15 @@ class MoSModel(SharedPoolTuner):
     """Injects MoS layers into a model; holds the shard pools (``shared_pools``), one ``MoSPool`` per module type."""
 
     prefix: str = "mos_"
+    method_label = "MoS"
     tuner_layer_cls = MoSLayer
+
+    def plan_types(self, config: MoSConfig, shapes):
+        return plan_pools(config, shapes)
 
     def _build_pools(self, adapter_name: str) -> None:
         """Group the new layers by module type, validate shapes, create each type's pools and index lists."""
-        config: MoSConfig = self.peft_config[adapter_name]
-        layers = self.layers_holding(adapter_name)
-        plan = plan_pools(config, {name: (m.in_features, m.out_features) for name, m in layers.items()})
-        generator = seeded_generator(config)
+        config, layers, plan, generator = self.pool_plan(adapter_name)
         r, e, p, c = config.r, config.valid_param_lora_r, config.valid_param_private_r, config.num_chunk_per_vec
         for type_key, (members, in_f, out_f) in plan.items():
             num_layers = len(members)

@@ -10,9 +10,9 @@ from peft.utils import PeftType
 
 from open_instruct import finetune_trainer
 from open_instruct.baselines import ProLoRAConfig, ProLoRAModel, TiedLoRAConfig, TiedLoRAModel
+from open_instruct.lowrank import ensure_peft_type
 from open_instruct.methods import adapter_config
 from open_instruct.mos import MoSConfig
-from open_instruct.lowrank import ensure_peft_type
 
 
 @pytest.mark.parametrize(

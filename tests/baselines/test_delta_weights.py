@@ -10,8 +10,8 @@ from baselines_helpers import METHODS, adapted, tuner_layers
 from peft.tuners.vera import VeraLayer
 
 from open_instruct.baselines import ProLoRALinear, TiedLoRALinear
-from open_instruct.mos import MoSLayer
 from open_instruct.lowrank.export import layer_factors
+from open_instruct.mos import MoSLayer
 
 D = torch.float64
 

@@ -10,8 +10,8 @@ import torch
 from baselines_helpers import ALL_PROJ, METHODS, adapted, tuner_layers
 from safetensors.torch import load_file
 
-from open_instruct.lowrank import export_lora
 from open_instruct.export import main as export_main
+from open_instruct.lowrank import export_lora
 
 
 def _batch(tokenizer):
@@ -31,8 +31,8 @@ def _one_step(model, batch):
             p.grad = None
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_export_gives_same_logits_in_stock_peft(tiny_llama, tiny_tokenizer, tmp_path, method):
+def _trained(tiny_llama, tiny_tokenizer, method):
+    """(an untouched copy of the base, the adapted model after one step, a batch, its logits)."""
     base_copy = copy.deepcopy(tiny_llama)  # (test_delta_weights covers the three architectures)
     model = adapted(tiny_llama, method)
     batch = _batch(tiny_tokenizer)
@@ -40,6 +40,12 @@ def test_export_gives_same_logits_in_stock_peft(tiny_llama, tiny_tokenizer, tmp_
     model.eval()
     with torch.no_grad():
         ref = model(**batch).logits
+    return base_copy, model, batch, ref
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_export_gives_same_logits_in_stock_peft(tiny_llama, tiny_tokenizer, tmp_path, method):
+    base_copy, model, batch, ref = _trained(tiny_llama, tiny_tokenizer, method)
     export_lora(model, tmp_path)
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     r = model.peft_config["default"].r
@@ -55,13 +61,7 @@ def test_export_gives_same_logits_in_stock_peft(tiny_llama, tiny_tokenizer, tmp_
 
 @pytest.mark.parametrize("method", ["tied_lora", "prolora"])
 def test_native_checkpoint_round_trip(tiny_llama, tiny_tokenizer, tmp_path, method):
-    base_copy = copy.deepcopy(tiny_llama)
-    model = adapted(tiny_llama, method)
-    batch = _batch(tiny_tokenizer)
-    _one_step(model, batch)
-    model.eval()
-    with torch.no_grad():
-        ref = model(**batch).logits
+    base_copy, model, batch, ref = _trained(tiny_llama, tiny_tokenizer, method)
     model.save_pretrained(tmp_path)
     state = load_file(tmp_path / "adapter_model.safetensors")
     assert sum(v.numel() for v in state.values()) == model.get_nb_trainable_parameters()[0]

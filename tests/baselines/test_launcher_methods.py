@@ -1,6 +1,7 @@
 """A short tiny-model training run per method through the paper's launcher: outputs, and a plain LoRA export."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import peft
 import pytest
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from open_instruct.tiny import save_tiny_checkpoint
@@ -24,6 +26,25 @@ RUNS = {
     "mos": ["3", "mos", "1", "0", "1", "2", "2"],
 }
 NATIVE_TYPE = {"vera": "VERA", "tied_lora": "TIED_LORA", "prolora": "PROLORA", "mos": "MOS"}
+
+
+def expected_trainable(method: str, config) -> int:
+    """Each method's parameter budget by its formula, from the model's shapes (r, u, e, c as in RUNS)."""
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]  # q k v o gate up down
+    per_rank = layers * sum(i + o for i, o in shapes)
+    r, _, _, _, p, e, c = RUNS[method]
+    r, p, e, c = int(r), int(p), int(e), int(c)
+    if method == "lora":
+        return r * per_rank
+    if method == "vera":  # λ_d (r) and λ_b (out) per module
+        return layers * sum(r + o for _, o in shapes)
+    if method == "tied_lora":  # tied A, B per type; u (r) and v (out) per module
+        return sum(r * (i + o) + layers * (r + o) for i, o in shapes)
+    if method == "prolora":  # u unshared ranks in full, r − u ranks as chunks of in/c and out/c
+        return layers * sum(p * (i + o) + (r - p) * (i // c + o // c) for i, o in shapes)
+    return e * per_rank  # mos
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +86,11 @@ def test_launcher_trains_each_method(tiny_run_inputs, tmp_path, method):
                  "metrics.json", "completed", "run.log"]:
         assert (run / name).exists(), name
     results = json.loads((run / "all_results.json").read_text())
-    assert results["trainable_params"] > 0 and results["train_loss"] == results["train_loss"]  # not NaN
+    assert results["trainable_params"] == expected_trainable(method, AutoModelForCausalLM.from_pretrained(model).config)
+    assert math.isfinite(results["train_loss"])
+    # the adapter moved: every method starts with ΔW = 0 (B, λ_b = 0), so a trained export has a non-zero B
+    exported = load_file(run / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in exported.items() if "lora_B" in k), "the adapter did not train"
     assert json.loads((run / "adapter_config.json").read_text())["peft_type"] == "LORA"
     if method in NATIVE_TYPE:  # the method's own compact checkpoint beside the export
         native = json.loads((run / f"{method}_adapter" / "adapter_config.json").read_text())

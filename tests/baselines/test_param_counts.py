@@ -46,9 +46,11 @@ def test_prolora_count_formula_on_llama2_7b(llama2_7b):
 
 
 def test_tied_lora_count_formula_on_llama2_7b(llama2_7b):
-    r = 8
-    expected = sum(TiedLoRAConfig.trainable_params(r, i, o, 32) for i, o in LLAMA2_7B_SHAPES.values())
-    assert measure(llama2_7b, Row("tied_lora", r)).trainable == expected == 1_986_304
+    r, layers = 8, 32
+    # per module type: the tied A (r × in) and B (out × r), plus per layer u (r) and v (out)
+    by_hand = sum(r * (i + o) + layers * (r + o) for i, o in LLAMA2_7B_SHAPES.values())
+    assert measure(llama2_7b, Row("tied_lora", r)).trainable == by_hand == 1_986_304
+    assert sum(TiedLoRAConfig.trainable_params(r, i, o, layers) for i, o in LLAMA2_7B_SHAPES.values()) == by_hand
 
 
 @pytest.mark.parametrize("r,u,m,n", [(5, 1, 4, 2), (4, 0, 2, 2), (3, 3, 1, 1), (6, 2, 8, 4)])
@@ -92,3 +94,44 @@ def test_nothing_is_materialised_on_meta(llama2_7b):
         adapter_buffers = [b for n, b in model.named_buffers() if "mos_" in n or "vera_" in n]
         devices = {p.device.type for p in model.parameters()} | {b.device.type for b in adapter_buffers}
         assert devices == {"meta"}, (method, devices)
+
+
+# ------------------------------------------------------------------------------------------------- bad inputs
+def test_unknown_lora_module_is_named(capsys):
+    assert param_table.main(["--model", "llama2-7b", "--rows", "lora r=2", "--lora_modules", "q_proj,foo_proj"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("param_table: error: --lora_modules: foo_proj names no linear module of this model")
+    assert "q_proj" in err.split("its linear modules are")[1] and "\n" not in err
+
+
+def test_a_row_that_cannot_fit_says_why_and_the_per_rank_count_stays(capsys):
+    assert param_table.main(["--model", "llama2-7b", "--rows", "mos r=2 e=1 p=0 c=3"]) == 0
+    out = capsys.readouterr().out
+    assert f"LoRA parameters per unit rank on the targets: {LLAMA2_7B_LORA_PER_RANK:,}" in out
+    assert "n/a: num_chunk_per_vec (c=3) must divide every target's input and output size" in out
+
+
+@pytest.mark.parametrize(("hub_id", "preset"), [("meta-llama/Llama-2-7b-hf", "llama2-7b"),
+                                                ("meta-llama/Llama-3.2-3B-Instruct", "llama3.2-3b")])
+def test_preset_hub_ids_work_offline(monkeypatch, hub_id, preset):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert param_table.load_model_config(hub_id).to_dict() == param_table.load_model_config(preset).to_dict()
+
+
+def test_other_hub_ids_fetch_only_config_json(monkeypatch, tmp_path, capsys):
+    import huggingface_hub
+
+    param_table.load_model_config("llama2-7b").save_pretrained(tmp_path)
+    asked = []
+
+    def fake_download(repo_id, filename, **kw):
+        asked.append((repo_id, filename))
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert param_table.load_model_config("someorg/some-llama").num_hidden_layers == 32
+    assert asked == [("someorg/some-llama", "config.json")]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert param_table.main(["--model", "someorg/some-llama"]) == 2
+    assert "the model hub is off (HF_HUB_OFFLINE)" in capsys.readouterr().err

@@ -56,7 +56,7 @@ def test_tiny_counts_match_lora_per_rank(tiny_model, e):
         (dict(valid_param_private_r=-1), "valid_param_private_r must be an integer >= 0"),
         (dict(valid_param_lora_r=2, valid_param_private_r=3, r=4), "must be <= valid_param_lora_r"),
         (dict(r=2, valid_param_lora_r=4, valid_param_private_r=3), "must be <= r"),
-        (dict(r=4, valid_param_lora_r=2, valid_param_private_r=2), "r must\nequal e".replace("\n", " ")),
+        (dict(r=4, valid_param_lora_r=2, valid_param_private_r=2), "so r must equal e (plain LoRA); got r=4"),
         (dict(bias="all"), "bias='all' is not supported"),
         (dict(lora_dropout=1.5), "lora_dropout must be in [0, 1)"),
         (dict(init_lora_A_vec_std=-1.0), "init_lora_A_vec_std must be >= 0"),
@@ -76,19 +76,38 @@ def test_model_dependent_validation(tiny_tokenizer):
         mos_model(copy.deepcopy(llama), num_chunk_per_vec=3)
     with pytest.raises(ValueError, match=r"\(r-p\)·c = \(5-1\)·1 = 4 distinct shared shards but the pool has only"):
         mos_model(copy.deepcopy(llama), r=5, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=1)
-    with pytest.raises(ValueError, match="differ in shape"):  # q_proj (64->64) and k_proj (64->32) as one type
-        _force_one_type(llama)
 
 
-def _force_one_type(llama):
-    from open_instruct.lowrank import grouping as mos_model_module
+class _Block(torch.nn.Module):
+    def __init__(self, width_in, width_out):
+        super().__init__()
+        self.proj = torch.nn.Linear(width_in, width_out)
 
-    orig = mos_model_module.group_by_module_type
-    mos_model_module.group_by_module_type = lambda names: {"proj": [(i, n) for i, n in enumerate(sorted(names))]}
-    try:
-        mos_model(copy.deepcopy(llama), target_modules=["q_proj", "k_proj"])
-    finally:
-        mos_model_module.group_by_module_type = orig
+    def forward(self, x):
+        return self.proj(x)
+
+
+class _MixedWidths(torch.nn.Module):
+    """A stack whose layers' ``proj`` differ in output width (8 -> 8, then 8 -> 16): one type, two shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_Block(8, 8), _Block(8, 16)])
+
+    def forward(self, x):
+        return self.layers[1](self.layers[0](x))
+
+
+def test_one_module_type_of_two_shapes_is_refused():
+    model = _MixedWidths()
+    with pytest.raises(ValueError) as err:
+        peft.get_peft_model(model, MoSConfig(r=2, valid_param_lora_r=2, valid_param_private_r=1,
+                                             target_modules=["proj"], seed=0))
+    assert str(err.value) == (
+        "MoS shares parameters per module type, but the modules of type 'proj' differ in shape "
+        "(layers.0.proj: in=8 out=8, layers.1.proj: in=8 out=16). Exclude the odd ones (exclude_modules) or "
+        "target types of one shape.")
+    assert all(type(block.proj) is torch.nn.Linear for block in model.layers)  # left as it was
 
 
 def test_module_types_discovered_per_architecture(tiny_model):
@@ -137,9 +156,17 @@ def test_peft_type_registration_guard():
 
 def test_vec_scaling_is_frozen_and_applied(tiny_llama):
     model = mos_model(tiny_llama, init_lora_A_vec_value=1.0, init_lora_A_vec_std=0.3, init_weights=False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and not any("mos_vec" in n for n in trainable)  # vec is not trained ...
+    saved = {n: layer.mos_vec["default"].clone() for n, layer in mos_layers(model).items()}
+    loss = model(input_ids=torch.arange(8)[None]).logits.square().mean()
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    for n, layer in mos_layers(model).items():  # ... and a step leaves it as it was
+        assert torch.equal(layer.mos_vec["default"], saved[n])
     for layer in mos_layers(model).values():
         vec = layer.mos_vec["default"]
-        assert not vec.requires_grad and vec.std() > 0
+        assert vec.std() > 0
         pool = layer.pool("default")
         a_raw = pool.A["default"][layer.mos_index_A["default"]].reshape(layer.r["default"], -1)
         b_raw = pool.B["default"][layer.mos_index_B["default"]].reshape(layer.r["default"], -1).t()

@@ -28,7 +28,8 @@ def _train(model, tok, steps=3, lr=1e-2):
 
 
 def test_only_pools_train_and_layers_follow_pools(tiny_model, tiny_tokenizer):
-    model = mos_model(tiny_model, r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2)
+    model = mos_model(tiny_model, r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2,
+                      init_lora_A_vec_std=0.3)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".shared_pools." in n for n in trainable)
@@ -37,12 +38,21 @@ def test_only_pools_train_and_layers_follow_pools(tiny_model, tiny_tokenizer):
         changed = not torch.equal(p, before[n])
         assert changed == (n in trainable), n
     for layer in mos_layers(model).values():
-        pool = layer.pool("default")
         a, b = layer.lora_factors("default")
-        ia, ib = layer.mos_index_A["default"], layer.mos_index_B["default"]
-        torch.testing.assert_close(a, pool.A["default"][ia].reshape(layer.r["default"], -1), rtol=0, atol=0)
-        torch.testing.assert_close(b, pool.B["default"][ib].reshape(layer.r["default"], -1).t(), rtol=0, atol=0)
+        expect_a, expect_b = _factors_shard_by_shard(layer)
+        torch.testing.assert_close(a, expect_a, rtol=0, atol=0)
+        torch.testing.assert_close(b, expect_b, rtol=0, atol=0)
         assert torch.count_nonzero(b) > 0
+
+
+def _factors_shard_by_shard(layer, adapter="default", c=2):
+    """A and B built the paper's way, one rank vector at a time: vector j is the concatenation of the c shards
+    idx[j·c], ..., idx[j·c + c − 1] of the pool; A's rows are scaled by vec (no gather, no view)."""
+    pool, r = layer.pool(adapter), layer.r[adapter]
+    ia, ib, vec = layer.mos_index_A[adapter].tolist(), layer.mos_index_B[adapter].tolist(), layer.mos_vec[adapter]
+    rows_a = [torch.cat([pool.A[adapter][ia[j * c + k]] for k in range(c)]) * vec[j] for j in range(r)]
+    cols_b = [torch.cat([pool.B[adapter][ib[j * c + k]] for k in range(c)]) for j in range(r)]
+    return torch.stack(rows_a), torch.stack(cols_b, dim=1)
 
 
 def test_save_load_bit_exact_and_pools_once(tiny_model, tiny_tokenizer, tmp_path):

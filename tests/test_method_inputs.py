@@ -1,0 +1,57 @@
+"""Bad or surprising method settings (issue 12, method side): rejected with the reason, or carried through."""
+
+import peft
+import pytest
+import torch
+from baselines_helpers import ALL_PROJ
+
+from open_instruct import finetune_trainer
+from open_instruct.baselines import ProLoRALinear
+from open_instruct.methods import adapter_config
+from open_instruct.mos import MoSConfig, share_lora_chunkwisely
+from open_instruct.tiny import build_tiny_model
+
+
+def test_e_above_r_is_rejected_with_the_reason():
+    with pytest.raises(ValueError) as err:
+        MoSConfig(r=2, valid_param_lora_r=4, valid_param_private_r=1)
+    assert str(err.value).startswith("MoSConfig.valid_param_lora_r (e=4) must be <= r (2)")
+    assert "Raise r to at least 4 or lower valid_param_lora_r" in str(err.value)
+    MoSConfig(r=4, valid_param_lora_r=4, valid_param_private_r=1)  # e = r is fine
+
+
+@pytest.mark.parametrize("rotation", [True, False])
+def test_enable_lora_rotation_reaches_prolora(rotation):
+    args = finetune_trainer.AdapterArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=1, num_chunk_per_vec=2,
+                                             enable_lora_rotation=rotation)
+    config = finetune_trainer.method_config(args, seed=0)
+    assert config.enable_lora_rotation is rotation
+    assert config.shift_sizes == ((1, 1) if rotation else (0, 0))  # s = 3, m = n = 2: max(3 // 2, 1)
+
+
+def test_share_lora_chunkwisely_keeps_loras_targets_alpha_and_dropout_for_a_mos_config():
+    lora = peft.get_peft_model(build_tiny_model("llama"), peft.LoraConfig(
+        r=4, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
+    chunk = MoSConfig(r=2, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2, seed=3)
+    with pytest.warns(UserWarning, match="keeps the LoRA model's lora_alpha"):
+        model = share_lora_chunkwisely(lora, chunk)
+    cfg = model.peft_config["default"]
+    assert (cfg.lora_alpha, cfg.lora_dropout, set(cfg.target_modules)) == (32, 0.05, {"q_proj", "v_proj"})
+    assert (cfg.r, cfg.valid_param_lora_r, cfg.num_chunk_per_vec, cfg.seed) == (2, 2, 2, 3)  # MoS's own fields kept
+    adapted = {n.split(".")[-1] for n, m in model.named_modules() if hasattr(m, "mos_index_A")}
+    assert adapted == {"q_proj", "v_proj"}
+
+
+def test_prolora_checks_every_module_before_converting_any():
+    # tiny mistral: hidden 48, intermediate 96, k/v output 12. m = n = 8 divides every size but k/v's output, and
+    # k_proj comes after q_proj: a per-module check during injection would leave q_proj converted.
+    model = build_tiny_model("mistral")
+    with torch.no_grad():
+        before = model(input_ids=torch.arange(3, 11)[None]).logits
+    config = adapter_config("prolora", r=4, valid_param_private_r=1, num_chunk_per_vec=8, target_modules=ALL_PROJ)
+    with pytest.raises(ValueError, match=r"reduce_lora_B_x \(8\) must divide every target's output size, but "
+                                         r"'model.layers.0.self_attn.k_proj' has output size 12"):
+        peft.get_peft_model(model, config)
+    assert not any(isinstance(m, ProLoRALinear) for m in model.modules())  # q_proj was not converted either
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=torch.arange(3, 11)[None]).logits, before, rtol=0, atol=0)

@@ -150,6 +150,49 @@ def attach_adapter(model, adapter_path: str | Path):
     return attach_checked(model, adapter_path, is_trainable=False)
 
 
+def adapter_save_dirs(adapter_paths: list[str], save_dirs: list[str]) -> list[Path]:
+    """One results directory per adapter: ``--save_dir`` given once per adapter, or once for all of them (then
+    ``<save_dir>/<adapter directory name>`` each; a single adapter keeps ``<save_dir>`` itself)."""
+    if len(adapter_paths) <= 1 and len(save_dirs) == 1:
+        return [Path(save_dirs[0])]
+    if len(save_dirs) == len(adapter_paths):
+        dirs = [Path(d) for d in save_dirs]
+    elif len(save_dirs) == 1:
+        dirs = [Path(save_dirs[0]) / Path(a).resolve().name for a in adapter_paths]
+    else:
+        raise ValueError(f"--save_dir: give one directory, or one per adapter ({len(adapter_paths)}), "
+                         f"not {len(save_dirs)}.")
+    if len({d.resolve() for d in dirs}) != len(dirs):
+        raise ValueError("--save_dir: two adapters would write into the same results directory "
+                         f"({', '.join(map(str, dirs))}); give one --save_dir per adapter.")
+    return dirs
+
+
+def iter_adapter_models(model, adapter_paths: list[str]):
+    """Yield ``(adapter_path, model with only that adapter active)`` for each adapter, on one base model load.
+
+    Adapters of the same PEFT type are swapped in place (``load_adapter``, ``set_adapter``, then
+    ``delete_adapter`` of the previous one), so one adapter is resident at a time; a different type unloads the
+    previous adapter (no merge) and attaches the next. The base weights are never modified, so each adapter
+    scores exactly as in a run of its own.
+    """
+    peft_model, current, current_type = None, None, None
+    for i, path in enumerate(adapter_paths):
+        peft_type = str(read_adapter_config(path).get("peft_type", "")).upper()
+        if peft_model is not None and peft_type == current_type:
+            name = f"adapter_{i}"
+            peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            peft_model.set_adapter(name)
+            peft_model.delete_adapter(current)
+        else:
+            if peft_model is not None:
+                model = peft_model.unload()
+            peft_model, name = attach_adapter(model, path), "default"
+        current, current_type = name, peft_type
+        peft_model.eval()
+        yield path, peft_model
+
+
 # ----------------------------------------------------------------------------------------------- running
 
 def input_device(model) -> torch.device:
@@ -233,14 +276,18 @@ def generate_completions(model, tokenizer, prompts: list[str], batch_size: int =
 
 # ----------------------------------------------------------------------------------------------- command line
 
-def add_model_arguments(ap, batch_help: str = "prompts per forward pass") -> None:
-    """The flags both evaluators share: model, tokenizer, adapter, batching, 8-bit, chat format."""
+def add_model_arguments(ap, batch_help: str = "prompts per forward pass", many_adapters: bool = False) -> None:
+    """The flags the evaluators share: model, tokenizer, adapter, batching, 8-bit, chat format.
+
+    ``many_adapters=True``: ``--adapter_path`` takes several directories (a list; see ``iter_adapter_models``)."""
     ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
                     "when --adapter_path is given)")
     ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
-    ap.add_argument("--adapter_path", default=None, help="an adapter directory (adapter_config.json): MoS, "
-                    "Tied-LoRA, PRoLoRA or plain LoRA, loaded on the base model with PEFT without merging "
-                    "(vLLM: plain LoRA only)")
+    ap.add_argument("--adapter_path", default=[] if many_adapters else None, nargs="+" if many_adapters else None,
+                    help="an adapter directory (adapter_config.json): MoS, Tied-LoRA, PRoLoRA or plain LoRA, "
+                    "loaded on the base model with PEFT without merging (vLLM: plain LoRA only)"
+                    + ("; several directories are scored one after another on one base model load, each into "
+                       "its own results directory (see --save_dir)" if many_adapters else ""))
     ap.add_argument("--use_slow_tokenizer", action="store_true", help="ask for the slow tokenizer (the fast one "
                     "is used, with a notice, when there is no slow version)")
     ap.add_argument("--eval_batch_size", type=int, default=1, help=batch_help)

@@ -15,6 +15,9 @@ Scoring: the softmax of the next-token logits at the last position, restricted t
 (the last sub-token of each), argmax. Batches are left padded and tokenized with the tokenizer's special
 tokens (BOS for Llama).
 
+Several adapters of a sweep (``--adapter_path a b c``) are scored on one base model load, each into its own
+results directory (``--save_dir`` once per adapter, or once: then ``<save_dir>/<adapter directory name>``).
+
 Outputs in ``--save_dir``: ``metrics.json`` with ``average_acc`` (mean over all questions), ``subcat_acc``
 and ``cat_acc`` (questions pooled through the maps in ``eval/mmlu/categories.py``; subjects outside the
 maps count only in ``average_acc``), and ``{subject}.csv``: the test rows plus ``correct`` and
@@ -38,10 +41,13 @@ from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import (
     DATA_HINT,
+    adapter_save_dirs,
     add_model_arguments,
     get_next_word_predictions,
+    iter_adapter_models,
     load_hf_lm_and_tokenizer,
     parse_eval_args,
+    read_adapter_config,
     require_file,
 )
 
@@ -181,8 +187,15 @@ def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
 
 
 def run(args) -> dict:
-    """Evaluate the requested subjects, write the per-subject CSVs and metrics.json, return the metrics."""
-    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    """Evaluate the requested subjects, write the per-subject CSVs and metrics.json, return the metrics.
+
+    With several ``--adapter_path`` directories the base model is loaded once and each adapter is scored into
+    its own results directory; the metrics of the last one are returned."""
+    data_dir = Path(args.data_dir)
+    adapters = list(args.adapter_path or [])
+    save_dirs = adapter_save_dirs(adapters, args.save_dir)
+    for adapter in adapters:  # fail before loading the model
+        read_adapter_config(adapter)
     subjects = list_subjects(data_dir)
     if args.subjects:
         unknown = [s for s in args.subjects if s not in subjects]
@@ -190,25 +203,36 @@ def run(args) -> dict:
             raise EvalInputError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: {subjects}")
         subjects = list(args.subjects)
     chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
-    check_save_dir(save_dir, args.overwrite)
+    for save_dir in save_dirs:
+        check_save_dir(save_dir, args.overwrite)
     splits = {}  # read and check every file before the model is loaded
     for subject in subjects:
         dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
         splits[subject] = dev_df, read_split(data_dir, "test", subject)
     if args.overwrite:  # --overwrite: the earlier results stop counting now; none of them is left beside the new
-        (save_dir / "metrics.json").unlink(missing_ok=True)
-        for stale in set(list_subjects(data_dir)) - set(subjects):
-            (save_dir / f"{stale}.csv").unlink(missing_ok=True)
+        for save_dir in save_dirs:
+            (save_dir / "metrics.json").unlink(missing_ok=True)
+            for stale in set(list_subjects(data_dir)) - set(subjects):
+                (save_dir / f"{stale}.csv").unlink(missing_ok=True)
 
-    print(f"Loading {args.model_name_or_path}" + (f" with adapter {args.adapter_path}" if args.adapter_path else ""))
+    print(f"Loading {args.model_name_or_path}" + (f" with adapter(s) {', '.join(adapters)}" if adapters else ""))
     model, tokenizer = load_hf_lm_and_tokenizer(
-        args.model_name_or_path, args.tokenizer_name_or_path, adapter_path=args.adapter_path,
-        load_in_8bit=args.load_in_8bit, use_fast_tokenizer=not args.use_slow_tokenizer)
-    save_dir.mkdir(parents=True, exist_ok=True)
+        args.model_name_or_path, args.tokenizer_name_or_path, load_in_8bit=args.load_in_8bit,
+        use_fast_tokenizer=not args.use_slow_tokenizer)
+    if not adapters:
+        return evaluate(args, model, tokenizer, splits, chat_fn, save_dirs[0])
+    for (adapter, adapter_model), save_dir in zip(iter_adapter_models(model, adapters), save_dirs):
+        print(f"Adapter {adapter} -> {save_dir}")
+        metrics = evaluate(args, adapter_model, tokenizer, splits, chat_fn, save_dir)
+    return metrics
 
+
+def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path) -> dict:
+    """Score each subject of ``splits`` ({subject: (dev, test)}) with ``model``; write ``{subject}.csv`` and
+    ``metrics.json`` into ``save_dir``."""
+    save_dir.mkdir(parents=True, exist_ok=True)
     correct_by_subject = {}
-    for subject in tqdm(subjects, desc="MMLU subjects"):
-        dev_df, test_df = splits[subject]
+    for subject, (dev_df, test_df) in tqdm(splits.items(), desc="MMLU subjects"):
         if args.n_instances and args.n_instances < test_df.shape[0]:
             test_df = test_df.sample(args.n_instances, random_state=42)
         correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
@@ -234,13 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ntrain", type=int_at_least(0), default=5, help="dev examples (shots) per prompt (default 5; launcher: 0)")
     ap.add_argument("--data_dir", default="data/eval/mmlu", help="folder with dev/ and test/ CSVs")
-    ap.add_argument("--save_dir", default="results/mmlu", help="where metrics.json and <subject>.csv go")
+    ap.add_argument("--save_dir", default=["results/mmlu"], nargs="+",
+                    help="where metrics.json and <subject>.csv go: one directory per --adapter_path, or one for "
+                    "all of them (then a subdirectory named after each adapter directory)")
     ap.add_argument("--subjects", nargs="*", help="subjects to evaluate (default: every <subject>_test.csv)")
     ap.add_argument("--n_instances", type=int_at_least(1), default=None, help="at most this many test rows per subject "
                     "(sampled with random_state=42)")
     ap.add_argument("--max_prompt_tokens", type=int_at_least(1), default=MAX_PROMPT_TOKENS,
                     help="dev shots are dropped while a prompt is longer than this (default 2048, the original)")
-    add_model_arguments(ap, batch_help="prompts per forward pass")
+    add_model_arguments(ap, batch_help="prompts per forward pass", many_adapters=True)
     add_overwrite_argument(ap)
     return ap
 

@@ -14,6 +14,9 @@ Prompt: "{instruction}\\n\\n" + demos ("Passage: ..\\nQuestion: ..\\nAnswer: .."
 chat wrapper (``--use_chat_format``) and the answer label. Greedy generation of at most 50 tokens (without
 chat format it stops at a newline); outputs are stripped.
 
+Several adapters of a sweep (``--adapter_path a b c``) are scored on one base model load, each into its own
+results directory (``--save_dir`` once per adapter, or once: then ``<save_dir>/<adapter directory name>``).
+
 Outputs in ``--save_dir``: ``tydiaqa_predictions.jsonl`` (the original's spelling) and ``metrics.json`` =
 ``{lang: {"exact_match", "f1"}, ..., "average": {"f1", "exact_match"}}`` (SQuAD metric, 0-100; the average
 is the unweighted mean over languages).
@@ -40,13 +43,16 @@ from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.tydiqa.squad_metric import squad_scores
 from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
 from eval.utils import (
+    adapter_save_dirs,
     add_model_arguments,
     generate_completions,
     generate_with_vllm,
+    iter_adapter_models,
     load_hf_lm,
     load_tokenizer,
     load_vllm_model,
     parse_eval_args,
+    read_adapter_config,
     require_file,
 )
 
@@ -153,23 +159,31 @@ def compute_metrics(examples: list[dict], predictions: list[str], languages: lis
     return scores
 
 
-def generate(args, prompts: list[str], tokenizer) -> list[str]:
-    """Greedy outputs from vLLM (``--use_vllm``, when available) or Hugging Face generate."""
+def generate(args, prompts: list[str], tokenizer, adapter: str | None = None, model=None) -> list[str]:
+    """Greedy outputs from vLLM (``--use_vllm``, when available) or Hugging Face generate (``model`` if given)."""
     stop = None if args.use_chat_format else ["\n"]
     if args.use_vllm:
-        engine = load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path,
+        engine = load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, adapter,
                                  args.use_slow_tokenizer)
         if engine is not None:
             llm, lora_request = engine
             return generate_with_vllm(llm, prompts, MAX_NEW_TOKENS, stop, lora_request)
-    model = load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit)
+    if model is None:
+        model = load_hf_lm(args.model_name_or_path, adapter_path=adapter, load_in_8bit=args.load_in_8bit)
     return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
                                 max_new_tokens=MAX_NEW_TOKENS, stop_sequences=stop)
 
 
 def run(args) -> dict:
-    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
-    check_save_dir(save_dir, args.overwrite)
+    """Evaluate; with several ``--adapter_path`` directories the base model is loaded once (Hugging Face backend)
+    and each adapter is scored into its own results directory. Returns the metrics of the last one."""
+    data_dir = Path(args.data_dir)
+    adapters = list(args.adapter_path or [])
+    save_dirs = adapter_save_dirs(adapters, args.save_dir)
+    for save_dir in save_dirs:
+        check_save_dir(save_dir, args.overwrite)
+    for adapter in adapters:  # fail before loading anything
+        read_adapter_config(adapter)
     dev = load_goldp(require_file(data_dir / DEV_FILE, "the TyDiQA GoldP dev file"))
     unanswered = [ex["id"] for ex in dev if not ex["answers"]]
     if unanswered:
@@ -188,12 +202,23 @@ def run(args) -> dict:
     chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
     prompts = [build_prompt(ex, demos[ex["lang"]], args.no_context, chat_fn, tokenizer) for ex in examples]
 
-    outputs = generate(args, prompts, tokenizer)
+    if len(adapters) <= 1 or args.use_vllm:  # vLLM starts one engine per adapter
+        for adapter, save_dir in zip(adapters or [None], save_dirs):
+            metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter), save_dir)
+        return metrics
+    base = load_hf_lm(args.model_name_or_path, load_in_8bit=args.load_in_8bit)
+    for (adapter, model), save_dir in zip(iter_adapter_models(base, adapters), save_dirs):
+        print(f"Adapter {adapter} -> {save_dir}")
+        metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter, model), save_dir)
+    return metrics
+
+
+def score(examples: list[dict], languages: list[str], outputs: list[str], save_dir: Path) -> dict:
+    """Write the predictions and metrics.json into ``save_dir``; return the metrics."""
     save_dir.mkdir(parents=True, exist_ok=True)
     with open(save_dir / "tydiaqa_predictions.jsonl", "w", encoding="utf-8") as fout:
         for ex, output in zip(examples, outputs):
             fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
-
     metrics = compute_metrics(examples, outputs, languages)
     print(json.dumps(metrics, indent=4))
     (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
@@ -204,7 +229,9 @@ def run(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", default="data/eval/tydiqa", help=f"folder with {DEV_FILE} and {TRAIN_FILE}")
-    ap.add_argument("--save_dir", default="results/tydiqa", help="where metrics.json and the predictions go")
+    ap.add_argument("--save_dir", default=["results/tydiqa"], nargs="+",
+                    help="where metrics.json and the predictions go: one directory per --adapter_path, or one for "
+                    "all of them (then a subdirectory named after each adapter directory)")
     ap.add_argument("--max_num_examples_per_lang", type=int_at_least(1), default=None,
                     help="at most this many questions per language (sampled with seed 42)")
     ap.add_argument("--n_shot", type=int_at_least(0), default=1, help="demos per language from the train file (default 1)")
@@ -212,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_context_length", type=int_at_least(0), default=512, help="passages are cut to this many tokens (0: not cut)")
     ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM; if vLLM is not installed (or the "
                     "adapter is not plain LoRA) a warning is printed and Hugging Face generation is used")
-    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)", many_adapters=True)
     add_overwrite_argument(ap)
     return ap
 

@@ -20,6 +20,7 @@ Trainable parameters per module: u·(in + out) + (r − u)·(in/m + out/n).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,7 @@ from open_instruct.lowrank.config import LowRankAdapterConfig, check_positive_in
 from open_instruct.lowrank.layer import FactorLinear, layer_kwargs
 from open_instruct.lowrank.peft_type import ensure_peft_type
 from open_instruct.lowrank.pool import lora_a_bound
+from open_instruct.lowrank.serving import mixed_batch_hooks
 
 PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 
@@ -154,6 +156,7 @@ class ProLoRALinear(FactorLinear):
         self.scaling[adapter_name] = config.scaling
         self.set_dropout(adapter_name, config.lora_dropout)
         self.prolora_layout[adapter_name] = (m, n, *config.shift_sizes)
+        self.clear_factor_cache(adapter_name)
         a_chunk, a_unshared = torch.empty(s, in_f // m), torch.empty(u, in_f)
         b_chunk, b_unshared = torch.empty(out_f // n, s), torch.empty(out_f, u)
         bound = lora_a_bound(in_f)  # rectified: fan-in is the full input size, not the chunk's in/m
@@ -167,6 +170,9 @@ class ProLoRALinear(FactorLinear):
         self.prolora_B_unshared[adapter_name] = nn.Parameter(b_unshared)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters)
+
+    def factor_sources(self, adapter_name: str):
+        return tuple(getattr(self, name)[adapter_name] for name in self.adapter_layer_names)
 
     def lora_factors(self, adapter_name: str):
         """``A = [A_s ; A_u]`` (r, in) and ``B = [B_s , B_u]`` (out, r), the shared parts replicated and rolled."""
@@ -204,6 +210,12 @@ class ProLoRAModel(BaseTuner):
             if in_features is not None and out_features is not None:
                 config.validate_for_module(key, in_features, out_features)
         super().inject_adapter(model, adapter_name, **kwargs)
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """``adapter_names=[...]`` in ``PeftModel.forward``/``generate``: one adapter per row (mixed batches)."""
+        with mixed_batch_hooks(self, ProLoRALinear, **kwargs):
+            yield
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
         if isinstance(target, ProLoRALinear):

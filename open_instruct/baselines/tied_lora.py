@@ -72,6 +72,10 @@ class TiedPool(FactorPool):
 
     def forward(self, adapter_name: str):
         """``(A, Bᵀ)`` as a module call, so that ZeRO-3/FSDP hooks gather the pool first."""
+        return self.gather(adapter_name)
+
+    def gather(self, adapter_name: str):
+        """``(A, Bᵀ)`` without module hooks (export, merge, the inference factor cache)."""
         return self.A[adapter_name], self.B[adapter_name]
 
 
@@ -98,6 +102,7 @@ class TiedLoRALinear(FactorLinear):
         self.r[adapter_name] = config.r
         self.scaling[adapter_name] = config.scaling
         self.set_dropout(adapter_name, config.lora_dropout)
+        self.clear_factor_cache(adapter_name)
         device = self.base_device()
         self.tied_lora_u[adapter_name] = nn.Parameter(torch.ones(config.r, device=device))
         v_init = torch.zeros if config.zero_init == "v" else torch.ones
@@ -108,15 +113,22 @@ class TiedLoRALinear(FactorLinear):
     def pool(self, adapter_name: str) -> TiedPool:
         return self._shared_pools[self.tied_lora_type_key[adapter_name]]
 
+    def factor_sources(self, adapter_name: str):
+        pool = self.pool(adapter_name)
+        return pool.A[adapter_name], pool.B[adapter_name], self.tied_lora_u[adapter_name], self.tied_lora_v[adapter_name]
+
     def lora_factors(self, adapter_name: str):
-        """``A = Λ(u)·A_t`` (r, in) and ``B = Λ(v)·B_t`` (out, r)."""
-        a, b_t = self.pool(adapter_name)(adapter_name)
+        """``A = Λ(u)·A_t`` (r, in) and ``B = Λ(v)·B_t`` (out, r), on this layer's device."""
+        a, b_t = self.pool(adapter_name).gather(adapter_name)
         u, v = self.tied_lora_u[adapter_name], self.tied_lora_v[adapter_name]
+        a, b_t = a.to(u.device), b_t.to(u.device)
         return a * u.to(a.dtype)[:, None], b_t.t() * v.to(a.dtype)[:, None]
 
     def adapter_output(self, x: torch.Tensor, adapter_name: str) -> torch.Tensor:
         a, b_t = self.pool(adapter_name)(adapter_name)
         u, v = self.tied_lora_u[adapter_name], self.tied_lora_v[adapter_name]
+        if a.device != x.device:  # a layer on another device than its pool (device_map)
+            a, b_t = a.to(x.device), b_t.to(x.device)
         h = nn.functional.linear(self.dropout(adapter_name)(self._cast_input_dtype(x, a.dtype)), a)
         h = h * (u.to(h.dtype) * self.scaling[adapter_name])
         return (h @ b_t) * v.to(h.dtype)

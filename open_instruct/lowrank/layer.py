@@ -19,6 +19,8 @@ from peft.utils.other import transpose
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .serving import FactorServing
+
 
 def weight_device(layer: nn.Module):
     w = getattr(layer, "weight", None)
@@ -32,13 +34,13 @@ def weight_dtype(layer: nn.Module):
     return None
 
 
-class FactorLinear(nn.Module, BaseTunerLayer):
+class FactorLinear(FactorServing, nn.Module, BaseTunerLayer):
     """Base of the adapter layers of every method here, around a linear-like base layer (nn.Linear, Conv1D,
     bitsandbytes 4/8-bit).
 
     Subclasses set ``adapter_layer_names`` (their trainable per-adapter containers), ``other_param_names`` (which
     must include ``r``, ``scaling`` and the dropout container named by ``dropout_attr``) and implement
-    ``lora_factors``.
+    ``lora_factors`` (and ``factor_sources``, for the inference factor cache of ``FactorServing``).
     """
 
     adapter_layer_names: tuple[str, ...] = ()
@@ -135,17 +137,30 @@ class FactorLinear(nn.Module, BaseTunerLayer):
                 self.get_base_layer().weight.data -= self.get_delta_weight(name)
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        adapter_names = kwargs.pop("adapter_names", None)  # one adapter per row (mixed batches)
+        if adapter_names is not None:
+            self.check_adapter_names(x, adapter_names)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
             return self.base_layer(x, *args, **kwargs)
+        if adapter_names is not None:
+            return self.mixed_batch_forward(x, *args, adapter_names=adapter_names, **kwargs)
         result = self.base_layer(x, *args, **kwargs)
         if self.merged:
             return result
         for name in self.active_adapters:
             if self.has_adapter(name):
-                result = result + self.adapter_output(x, name).to(result.dtype)
+                result = result + self.delta_output(x, name).to(result.dtype)
         return result
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        self.clear_factor_cache(adapter_name)
+        super().delete_adapter(adapter_name)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), .cuda(): drop factors of the old dtype/device
+        self.clear_factor_cache()
+        return super()._apply(fn, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"{self.method_name}." + super().__repr__()

@@ -43,5 +43,6 @@ class FactorPool(nn.Module):
         self.B[adapter_name] = nn.Parameter(pool_b.to(device) if device is not None else pool_b)
 
     def remove_adapter(self, adapter_name: str) -> None:
-        self.A.pop(adapter_name, None)
-        self.B.pop(adapter_name, None)
+        for params in (self.A, self.B):  # ParameterDict.pop takes no default
+            if adapter_name in params:
+                del params[adapter_name]

@@ -10,6 +10,7 @@ The tuner here creates the layers, rolls back an adapter that does not fit the m
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
@@ -17,7 +18,8 @@ from torch import nn
 
 from .config import default_all_linear
 from .grouping import group_same_shape
-from .layer import layer_kwargs
+from .layer import FactorLinear, layer_kwargs
+from .serving import mixed_batch_hooks
 
 POOLS_ATTR = "shared_pools"
 # Checkpoints saved before the pools had a method-neutral name (MoS and Tied-LoRA, up to commit a61e890).
@@ -125,8 +127,16 @@ class SharedPoolTuner(BaseTuner):
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        for pool in self.shared_pools.values():
+        for type_key, pool in list(self.shared_pools.items()):
             pool.remove_adapter(adapter_name)
+            if not len(pool.A):  # no adapter left uses this module type
+                del self.shared_pools[type_key]
+
+    @contextmanager
+    def _enable_peft_forward_hooks(self, *args, **kwargs):
+        """``adapter_names=[...]`` in ``PeftModel.forward``/``generate``: one adapter per row (mixed batches)."""
+        with mixed_batch_hooks(self, FactorLinear, **kwargs):
+            yield
 
     # ------------------------------------------------------------------ checkpoints: each pool once
     @classmethod

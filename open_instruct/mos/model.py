@@ -8,7 +8,7 @@ from open_instruct.lowrank.grouping import group_same_shape
 from open_instruct.lowrank.tuner import POOLS_ATTR, SharedPoolTuner
 
 from .config import MoSConfig
-from .layer import MoSLayer, MoSPool
+from .layer import INDEX_DTYPE, MoSLayer, MoSPool
 from .routing import build_index_lists, compact_index_dtype, num_pool_shards
 
 
@@ -60,6 +60,7 @@ class MoSModel(SharedPoolTuner):
                 if config.init_lora_A_vec_std:
                     vec = vec + float(config.init_lora_A_vec_std) * torch.randn(r, generator=generator)
                 layers[name].assign_routing(adapter_name, type_key, *routing[position], vec)
+            pool.set_members(adapter_name, [layers[name] for name in members])
 
     # ------------------------------------------------------------------ checkpoints: compact index lists
     @classmethod
@@ -72,4 +73,4 @@ class MoSModel(SharedPoolTuner):
     @classmethod
     def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
         remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
-        return {k: (v.to(torch.long) if ".mos_index_" in k else v) for k, v in remapped.items()}
+        return {k: (v.to(INDEX_DTYPE) if ".mos_index_" in k else v) for k, v in remapped.items()}

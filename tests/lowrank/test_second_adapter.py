@@ -80,8 +80,6 @@ def test_save_both_and_load_both(method, tmp_path):
         torch.testing.assert_close(logits(loaded), expected[name], rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="delete_adapter of a shared-pool tuner: ParameterDict.pop takes no default "
-                                       "(helper i14 fixes delete_adapter for pools)")
 @pytest.mark.parametrize("method", list(CONFIGS))
 def test_delete_second_adapter_keeps_the_first(method):
     model = two_adapters(method)

@@ -34,6 +34,9 @@ import torch
 import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
+from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
+from open_instruct.methods import METHODS, config_from_args, mapping_help
+from open_instruct.methods import add_adapter as add_method_adapter
 from open_instruct.run_dir import (
     COMPLETED,
     UsageError,
@@ -42,10 +45,6 @@ from open_instruct.run_dir import (
     clear_output_dir,
     resolve_resume,
 )
-
-from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
-from open_instruct.methods import METHODS, config_from_args, mapping_help
-from open_instruct.methods import add_adapter as add_method_adapter
 
 logger = logging.getLogger("finetune_trainer")
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from eval.utils import (
     _cut_at_stop,
+    add_model_arguments,
     generate_completions,
     generate_with_vllm,
     input_device,
@@ -91,6 +92,15 @@ def sampled_outputs(args, prompts: list[str], tokenizer, n: int, temperature: fl
         return [by_prompt.get(p, [""] * n) for p in prompts]
     return hf_sample(_hf_model(args), tokenizer, prompts, n, temperature, top_p, max_new_tokens, stop,
                      args.eval_batch_size, seed)
+
+
+def add_generation_arguments(ap, max_new_tokens: int, verb: str = "generate") -> None:
+    """The flags every generative evaluator shares: --max_new_tokens, --use_vllm and the model/adapter flags."""
+    ap.add_argument("--max_new_tokens", type=int, default=max_new_tokens,
+                    help=f"default {max_new_tokens} (the original)")
+    ap.add_argument("--use_vllm", action="store_true", help=f"{verb} with vLLM (falls back to Hugging Face with a "
+                    "warning when vLLM is missing or the adapter is not plain LoRA)")
+    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
 
 
 def run_cli(run, parser, argv=None):

@@ -30,10 +30,10 @@ import re
 from pathlib import Path
 
 from eval.cli import add_overwrite_argument
-from eval.generation import greedy_outputs, run_cli
+from eval.generation import add_generation_arguments, greedy_outputs, run_cli
 from eval.gsm.run_eval import exact_match
 from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import DATA_HINT, add_model_arguments, load_tokenizer, require_file
+from eval.utils import DATA_HINT, load_tokenizer, require_file
 
 MAX_NEW_TOKENS = 512
 ANSWER = re.compile(r"[t|T]he answer is (.*?)\.")
@@ -147,10 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no_cot", action="store_true", help="exemplars without their reasoning")
     ap.add_argument("--tasks", nargs="*", help="only these tasks (default: every bbh/<task>.json)")
     ap.add_argument("--max_num_examples_per_task", type=int, default=None, help="a seeded sample per task")
-    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
-    ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM (falls back to Hugging Face "
-                    "with a warning when vLLM is missing or the adapter is not plain LoRA)")
-    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    add_generation_arguments(ap, MAX_NEW_TOKENS)
     return ap
 
 

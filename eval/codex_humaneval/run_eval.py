@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from eval.cli import add_overwrite_argument
 from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
-from eval.generation import run_cli, sampled_outputs
+from eval.generation import add_generation_arguments, run_cli, sampled_outputs
 from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import add_model_arguments, load_tokenizer, require_file
+from eval.utils import load_tokenizer, require_file
 
 STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 MAX_NEW_TOKENS = 512
@@ -189,7 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--unbiased_sampling_size_n", type=int, default=20, help="samples per problem (default 20)")
     ap.add_argument("--temperature", type=float, default=0.1, help="sampling temperature (0: greedy)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed")
-    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
     ap.add_argument("--completions_file", default=None, help="score these completions (JSONL of task_id, "
                     "completion) instead of generating; no model needed")
     ap.add_argument("--timeout", type=float, default=3.0, help="wall-clock seconds per program (default 3)")
@@ -198,9 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--allow_weak_sandbox", action="store_true", help="when bubblewrap is missing or does not "
                     "work, run model-written code anyway with resource limits only (NO filesystem or network "
                     "isolation); without this flag the evaluator refuses")
-    ap.add_argument("--use_vllm", action="store_true", help="sample with vLLM (falls back to Hugging Face with a "
-                    "warning when vLLM is missing or the adapter is not plain LoRA)")
-    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    add_generation_arguments(ap, MAX_NEW_TOKENS, verb="sample")
     for action in ap._actions:
         if action.dest == "model_name_or_path":
             action.required = False

@@ -31,9 +31,9 @@ import string
 from pathlib import Path
 
 from eval.cli import add_overwrite_argument
-from eval.generation import greedy_outputs, run_cli
+from eval.generation import add_generation_arguments, greedy_outputs, run_cli
 from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import add_model_arguments, load_tokenizer, require_file
+from eval.utils import load_tokenizer, require_file
 
 MAX_NEW_TOKENS = 512
 NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
@@ -149,10 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no_cot", action="store_true", help="exemplars give only the final number")
     ap.add_argument("--exemplars_file", default=None, help="default: <data_dir>/cot_exemplars.jsonl")
     ap.add_argument("--max_num_examples", type=int, default=None, help="a seeded sample of N questions")
-    ap.add_argument("--max_new_tokens", type=int, default=MAX_NEW_TOKENS, help="default 512 (the original)")
-    ap.add_argument("--use_vllm", action="store_true", help="generate with vLLM (falls back to Hugging Face "
-                    "with a warning when vLLM is missing or the adapter is not plain LoRA)")
-    add_model_arguments(ap, batch_help="prompts per generate call (HF backend)")
+    add_generation_arguments(ap, MAX_NEW_TOKENS)
     return ap
 
 

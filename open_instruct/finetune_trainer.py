@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,14 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
 from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
+from open_instruct.model_loading import has_module, load_model, load_tokenizer
 from open_instruct.run_dir import (
     COMPLETED,
     UsageError,
     check_output_dir,
     check_paths_and_numbers,
     clear_output_dir,
+    expected_failures,
     resolve_resume,
 )
 
@@ -147,18 +148,12 @@ class TrainingArguments(Seq2SeqTrainingArguments):
                 logger.warning("report_to=tensorboard but tensorboard is not installed; not reporting.")
                 self.report_to = "none"
         if self.optim.startswith("paged_") or "8bit" in self.optim:
-            if not (torch.cuda.is_available() and _has_module("bitsandbytes")):
+            if not (torch.cuda.is_available() and has_module("bitsandbytes")):
                 logger.warning("optim=%s needs bitsandbytes on a GPU; using adamw_torch.", self.optim)
                 self.optim = "adamw_torch"
         if self.gradient_checkpointing and self.gradient_checkpointing_kwargs is None:
             self.gradient_checkpointing_kwargs = {"use_reentrant": False}  # reentrant checkpointing is deprecated
         super().__post_init__()
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -186,9 +181,6 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
         raise UsageError("--use_lora False (full finetuning) is not supported; this trainer trains adapters.")
     if mos_args.enable_lora_bias or mos_args.init2zero_via_vec:
         raise UsageError("--enable_lora_bias and --init2zero_via_vec must be False for MoS (as in the original).")
-    if mos_args.ft_mode != "mos" and not (mos_args.mos_subset_selection and mos_args.mos_pair_dissociation):
-        raise UsageError(f"--mos_subset_selection / --mos_pair_dissociation are MoS ablation switches; --ft_mode "
-                         f"{mos_args.ft_mode} has no index lists. Drop them or use --ft_mode mos.")
     if not mos_args.enable_lora_vec:
         raise UsageError("--enable_lora_vec must be True (MoS keeps the frozen per-rank vector).")
     if data_args.streaming:
@@ -202,55 +194,12 @@ def validate_args(model_args, data_args, mos_args, training_args) -> None:
     if mos_args.use_qlora:
         if not torch.cuda.is_available():
             raise UsageError("--use_qlora True needs a CUDA GPU (4-bit bitsandbytes); pass --use_qlora False on CPU.")
-        if not _has_module("bitsandbytes"):
+        if not has_module("bitsandbytes"):
             raise UsageError("--use_qlora True needs bitsandbytes: pip install -r requirements-gpu.txt")
+    method_config(mos_args, seed=0)  # the method's own checks (methods table), before anything is loaded
 
 
 # ---------------------------------------------------------------------------------------------- model
-def load_tokenizer(model_args):
-    from transformers import AutoTokenizer
-
-    name = model_args.tokenizer_name or model_args.model_name_or_path
-    kw = dict(token=model_args.token, trust_remote_code=model_args.trust_remote_code, padding_side="right")
-    try:
-        tok = AutoTokenizer.from_pretrained(name, use_fast=model_args.use_fast_tokenizer, **kw)
-    except (ValueError, OSError, ImportError) as err:
-        if model_args.use_fast_tokenizer:
-            raise
-        logger.warning("no slow tokenizer for %s (%s); using the fast one", name, err)
-        tok = AutoTokenizer.from_pretrained(name, use_fast=True, **kw)
-    if tok.pad_token is None:  # never add tokens: the exported adapter must fit the unchanged base vocabulary
-        tok.pad_token = tok.unk_token or tok.eos_token
-        logger.info("tokenizer has no pad token; padding with %r (labels are masked with -100)", tok.pad_token)
-    return tok
-
-
-def load_model(model_args, mos_args, training_args):
-    from transformers import AutoModelForCausalLM
-
-    dtype = "auto" if model_args.torch_dtype == "auto" else getattr(torch, model_args.torch_dtype)
-    kw = dict(dtype=dtype, token=model_args.token, trust_remote_code=model_args.trust_remote_code)
-    if model_args.use_flash_attn:
-        kw["attn_implementation"] = "flash_attention_2"
-    if mos_args.use_qlora:
-        from transformers import BitsAndBytesConfig
-
-        kw["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if dtype in ("auto", torch.bfloat16) else dtype)
-        kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kw)
-    model.config.use_cache = False
-    if mos_args.use_qlora:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=training_args.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif training_args.gradient_checkpointing:
-        model.enable_input_require_grads()
-    return model
-
-
 def method_config(mos_args, seed: int, method: str | None = None):
     """The PEFT config of ``method`` (default ``--ft_mode``) from the launcher's flags (``open_instruct.methods``)."""
     try:
@@ -269,16 +218,6 @@ def add_adapter(model, mos_args, seed: int):
 
 
 MoSArguments = AdapterArguments  # the name before it was named for what it configures (all five methods)
-
-
-def _expected_failures(fn, what: str, *args, **kwargs):
-    """Run ``fn``; a bad input it reports (unreadable file, bad data, a model or tokenizer that cannot load)
-    becomes a UsageError: one line, exit code 2."""
-    try:
-        return fn(*args, **kwargs)
-    except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"{what}: {first}" if what else first) from err
 
 
 def trainable_parameters(model) -> int:
@@ -360,9 +299,9 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
                 training_args.seed)
 
-    tokenizer = _expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
+    tokenizer = expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
     with training_args.main_process_first(desc="tokenizing"):
-        train_ds, eval_ds, stats = _expected_failures(
+        train_ds, eval_ds, stats = expected_failures(
             prepare_datasets, "", data_args.train_file, tokenizer, data_args.max_seq_length,
             max_eval_samples=data_args.max_eval_samples, seed=42,
             do_eval=bool(training_args.do_eval and data_args.max_eval_samples),
@@ -371,7 +310,7 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
             eval_fraction_if_too_few=0.1)
     logger.info("data: %s", json.dumps(stats))
 
-    model = _expected_failures(load_model, f"cannot load the model {model_args.model_name_or_path}", model_args,
+    model = expected_failures(load_model, f"cannot load the model {model_args.model_name_or_path}", model_args,
                                mos_args, training_args)
     model = add_adapter(model, mos_args, training_args.seed)
     n_trainable = trainable_parameters(model)

@@ -141,6 +141,10 @@ def lora_target_modules(spec: str):
 
 def config_from_args(args, seed: int, method_name: str | None = None) -> peft.PeftConfig:
     """The PEFT config of ``method_name`` (default ``args.ft_mode``) from the trainer's ``AdapterArguments``."""
+    switches_off = not (getattr(args, "mos_subset_selection", True) and getattr(args, "mos_pair_dissociation", True))
+    if switches_off and args.ft_mode != "mos":
+        raise ValueError(f"--mos_subset_selection / --mos_pair_dissociation are MoS ablation switches; --ft_mode "
+                         f"{args.ft_mode} has no index lists. Drop them or use --ft_mode mos.")
     return adapter_config(
         method_name or args.ft_mode, r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         target_modules=lora_target_modules(args.lora_modules), valid_param_private_r=args.valid_param_private_r,

@@ -203,3 +203,13 @@ def check_paths_and_numbers(model_args, data_args, mos_args, training_args) -> N
     if not 0 <= mos_args.lora_dropout < 1 or not training_args.learning_rate > 0:
         raise UsageError(f"--lora_dropout must be in [0, 1) and --learning_rate > 0; got {mos_args.lora_dropout} "
                          f"and {training_args.learning_rate}")
+
+
+def expected_failures(fn, what: str, *args, **kwargs):
+    """Run ``fn``; a bad input it reports (unreadable file, bad data, a model or tokenizer that cannot load)
+    becomes a UsageError: one line, exit code 2."""
+    try:
+        return fn(*args, **kwargs)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{what}: {first}" if what else first) from err

@@ -83,3 +83,29 @@ def run_cli(main, argv=None):
     except (EvalInputError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def write_metrics(save_dir: str | Path, metrics: dict, indent: int = 4) -> Path:
+    """``save_dir/metrics.json`` (the file the summarizers read), announced on stdout."""
+    path = Path(save_dir) / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=indent))
+    print(f"Wrote {path}")
+    return path
+
+
+def read_jsonl_file(path: str | Path) -> list:
+    """The records of a JSON-lines file (``.jsonl`` or gzipped ``.jsonl.gz``); a bad line is an EvalInputError
+    naming the file and the line."""
+    import gzip
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise EvalInputError(f"{path} line {lineno} is not valid JSON ({err}).") from None
+    return rows

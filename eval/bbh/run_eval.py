@@ -29,7 +29,7 @@ import random
 import re
 from pathlib import Path
 
-from eval.cli import add_overwrite_argument
+from eval.cli import add_overwrite_argument, write_metrics
 from eval.generation import add_generation_arguments, greedy_outputs, run_cli
 from eval.gsm.run_eval import exact_match
 from eval.templates import format_chat_prompt, get_chat_formatting_function
@@ -133,9 +133,8 @@ def run(args) -> dict:
         print(f"{task}: {metrics[task]:.4f}")
     metrics["average_exact_match"] = sum(metrics.values()) / len(by_task)
     print(f"{label['name']}: average exact match {metrics['average_exact_match']:.4f}")
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
     (save_dir / "dataset.json").write_text(json.dumps({**label, "cot": not args.no_cot}, indent=4))
-    print(f"Wrote {save_dir / 'metrics.json'}")
+    write_metrics(save_dir, metrics)
     return metrics
 
 

@@ -27,7 +27,6 @@ completion), ``codex_eval_predictions_with_results.jsonl`` (plus passed, result)
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from eval.cli import add_overwrite_argument
+from eval.cli import add_overwrite_argument, read_jsonl_file, write_metrics
 from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
 from eval.generation import add_generation_arguments, run_cli, sampled_outputs
 from eval.templates import format_chat_prompt, get_chat_formatting_function
@@ -47,22 +46,8 @@ MAX_NEW_TOKENS = 512
 TOP_P = 0.95
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {lineno} is not valid JSON ({err}).") from None
-    return rows
-
-
 def read_problems(path: str | Path) -> list[dict]:
-    problems = read_jsonl(require_file(path, "the HumanEval problems (HumanEval.jsonl.gz)"))
+    problems = read_jsonl_file(require_file(path, "the HumanEval problems (HumanEval.jsonl.gz)"))
     for p in problems:
         missing = {"task_id", "prompt", "test", "entry_point"} - set(p)
         if missing:
@@ -127,7 +112,7 @@ def generate_samples(args, problems: list[dict]) -> list[dict]:
 
 
 def read_completions(path: str | Path, problems: dict[str, dict]) -> list[dict]:
-    samples = read_jsonl(require_file(path, "the completions file (--completions_file)"))
+    samples = read_jsonl_file(require_file(path, "the completions file (--completions_file)"))
     for i, s in enumerate(samples, 1):
         if not isinstance(s, dict) or "task_id" not in s or "completion" not in s:
             raise ValueError(f"{path} line {i}: expected an object with task_id and completion.")
@@ -173,8 +158,7 @@ def run(args) -> dict:
         correct[r["task_id"]].append(r["passed"])
     metrics = pass_at_ks(correct, args.eval_pass_at_ks)
     print(f"{len(correct)} problems, {len(results)} samples, sandbox: {sandbox.kind}: {json.dumps(metrics)}")
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
-    print(f"Wrote {save_dir / 'metrics.json'}")
+    write_metrics(save_dir, metrics)
     return metrics
 
 

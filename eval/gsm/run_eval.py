@@ -30,7 +30,7 @@ import re
 import string
 from pathlib import Path
 
-from eval.cli import add_overwrite_argument
+from eval.cli import add_overwrite_argument, read_jsonl_file, write_metrics
 from eval.generation import add_generation_arguments, greedy_outputs, run_cli
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import load_tokenizer, require_file
@@ -67,14 +67,7 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
 
 
 def read_jsonl(path: Path, what: str) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(require_file(path, what).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path} line {lineno} is not valid JSON ({err}).") from None
-    return rows
+    return read_jsonl_file(require_file(path, what))
 
 
 def build_prefix(exemplars: list[dict], n_shot: int, cot: bool) -> str:
@@ -135,8 +128,7 @@ def run(args) -> dict:
     with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     print(f"GSM8K exact match: {metrics['exact_match']:.4f} on {len(records)} questions")
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
-    print(f"Wrote {save_dir / 'metrics.json'}")
+    write_metrics(save_dir, metrics)
     return metrics
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import warnings
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, int_at_least, run_cli
+from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, int_at_least, run_cli, write_metrics
 from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import (
@@ -249,8 +248,7 @@ def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path) -> d
     for name, acc in {**metrics["subcat_acc"], **metrics["cat_acc"]}.items():
         print(f"Average accuracy {acc:.3f} - {name}")
     print(f"Average accuracy: {metrics['average_acc']:.3f}")
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"Wrote {save_dir / 'metrics.json'}")
+    write_metrics(save_dir, metrics, indent=2)
     return metrics
 
 

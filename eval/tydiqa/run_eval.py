@@ -38,6 +38,7 @@ from eval.cli import (
     int_at_least,
     read_json_file,
     run_cli,
+    write_metrics,
 )
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.tydiqa.squad_metric import squad_scores
@@ -221,8 +222,7 @@ def score(examples: list[dict], languages: list[str], outputs: list[str], save_d
             fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
     metrics = compute_metrics(examples, outputs, languages)
     print(json.dumps(metrics, indent=4))
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=4))
-    print(f"Wrote {save_dir / 'metrics.json'}")
+    write_metrics(save_dir, metrics)
     return metrics
 
 

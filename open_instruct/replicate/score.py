@@ -12,16 +12,11 @@ with PEFT without merging. Everything is seeded subsets, so a rerun gives the sa
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
+from eval.cli import read_jsonl_file
 from open_instruct.replicate.grid import Setting
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fin:
-        return [json.loads(line) for line in fin if line.strip()]
 
 
 def seen_subset(rows: list[dict], per_task: int) -> list[dict]:
@@ -53,8 +48,8 @@ def score_run(model_path: str, adapter_path: str | None, data: dict[str, Path], 
     model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right",
                                                 device_map=None)
     out: dict[str, float | int] = {}
-    seen = seen_subset(read_jsonl(data["heldout_dir"] / "seen_tasks.jsonl"), setting.seen_per_task)
-    unseen = fixed_subset(read_jsonl(data["heldout_dir"] / "unseen_tasks.jsonl"), setting.unseen_max)
+    seen = seen_subset(read_jsonl_file(data["heldout_dir"] / "seen_tasks.jsonl"), setting.seen_per_task)
+    unseen = fixed_subset(read_jsonl_file(data["heldout_dir"] / "unseen_tasks.jsonl"), setting.unseen_max)
     for name, rows in (("seen_loss", seen), ("unseen_loss", unseen)):
         losses = example_losses(model, tokenizer, rows, setting.max_seq_length, chat_format,
                                 batch_size=setting.eval_batch_size, desc=name)

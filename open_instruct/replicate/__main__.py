@@ -159,11 +159,12 @@ def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row,
     """Rows that can start now, in grid order: ``(row, lr, run_key)``. Rows whose run is already in the table
     under another stage are recorded under theirs on the way (no training); rows waiting for a sweep are skipped."""
     out, seen = [], set(busy)
+    with TABLE_LOCK:
+        runs = read_runs(paths["table"])  # read once; aliases appended below are added to it as well
     for row in build_grid(s):
         if args.stages and row.stage not in args.stages:
             continue
         with TABLE_LOCK:
-            runs = read_runs(paths["table"])
             lr = resolve_lr(row, runs)
             if lr is None:
                 continue
@@ -172,7 +173,9 @@ def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row,
             if any(r["stage"] == row.stage and r["label"] == row.label for r in same):
                 continue
             if same:  # the same run, already trained and scored for another stage: record it under this one too
-                append_run(paths["table"], {**same[0], "stage": row.stage, "label": row.label})
+                alias = {**same[0], "stage": row.stage, "label": row.label}
+                append_run(paths["table"], alias)
+                runs.append(alias)
                 continue
         if key not in seen:
             seen.add(key)

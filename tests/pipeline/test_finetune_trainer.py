@@ -10,7 +10,8 @@ import peft
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, TrainerCallback
+from trainer_helpers import StopAt
+from transformers import AutoModelForCausalLM
 
 from open_instruct import finetune_trainer
 from open_instruct.reformat_datasets import convert_super_ni_data
@@ -43,17 +44,6 @@ def _args(model, train_file, out, *extra):
 def _pools(run_dir):
     state = load_file(Path(run_dir) / "mos_adapter" / "adapter_model.safetensors")
     return {k: v for k, v in state.items() if ".shared_pools." in k}
-
-
-class StopAt(TrainerCallback):
-    """Simulates an interruption (e.g. a preempted job) right after checkpoint ``step`` is written."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated interruption")
 
 
 def test_resume_reaches_same_pools_as_uninterrupted(tiny_ckpt, superni_file, tmp_path):

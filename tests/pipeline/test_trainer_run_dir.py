@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from transformers import TrainerCallback
+from trainer_helpers import StopAt
 
 from open_instruct import finetune_trainer
 from open_instruct.data import prepare_datasets
@@ -41,15 +41,6 @@ def _args(model, train_file, out, *extra):
             "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--logging_steps", "1",
             "--max_seq_length", "64", "--report_to", "none", "--save_total_limit", "3", "--do_eval", "False",
             "--seed", "3", *extra]
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated interruption")
 
 
 def test_auto_resume_skips_a_checkpoint_cut_off_while_saving(tiny_ckpt, data16, tmp_path, capsys):

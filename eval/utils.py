@@ -168,6 +168,15 @@ def adapter_save_dirs(adapter_paths: list[str], save_dirs: list[str]) -> list[Pa
     return dirs
 
 
+def _load_another(peft_model, adapter_path, name: str) -> None:
+    try:
+        from open_instruct.adapters import load_another_adapter
+    except ImportError:  # stock PEFT only (attach_adapter warned already): LoRA / VeRA, unchecked
+        peft_model.load_adapter(str(adapter_path), adapter_name=name, is_trainable=False)
+        return
+    load_another_adapter(peft_model, adapter_path, name)
+
+
 def iter_adapter_models(model, adapter_paths: list[str]):
     """Yield ``(adapter_path, model with only that adapter active)`` for each adapter, on one base model load.
 
@@ -181,7 +190,7 @@ def iter_adapter_models(model, adapter_paths: list[str]):
         peft_type = str(read_adapter_config(path).get("peft_type", "")).upper()
         if peft_model is not None and peft_type == current_type:
             name = f"adapter_{i}"
-            peft_model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            _load_another(peft_model, path, name)  # checked like the first: same model, matching weights
             peft_model.set_adapter(name)
             peft_model.delete_adapter(current)
         else:

@@ -132,6 +132,47 @@ def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     return peft_model
 
 
+def _adapted_by(peft_model, adapter_name: str) -> set[str]:
+    """Paths (without ``base_model.model.``) of the modules that hold ``adapter_name``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+            if isinstance(m, BaseTunerLayer)
+            and any(adapter_name in (getattr(m, attr, None) or {}) for attr in m.adapter_layer_names)}
+
+
+def load_another_adapter(peft_model, adapter_dir: str | Path, adapter_name: str):
+    """``peft_model.load_adapter`` (inference) with ``attach_adapter``'s checks: an adapter of a different model, or
+    weights that do not match their config, is an ``AdapterError`` and leaves ``peft_model`` as it was."""
+    config = read_adapter_config(adapter_dir)
+    file_paths = _module_paths(adapter_weight_keys(adapter_dir))
+    recorded = config.get("base_model_name_or_path")
+    actual = getattr(peft_model.get_base_model(), "name_or_path", None)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(missing|unexpected).*keys", category=UserWarning)
+            peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as err:
+        adapted = _adapted_by(peft_model, adapter_name)
+        if adapter_name in peft_model.peft_config:
+            peft_model.delete_adapter(adapter_name)
+        mismatch = _different_model_error(adapter_dir, file_paths, adapted or set(), recorded)
+        if mismatch and adapted:
+            raise mismatch from None
+        raise AdapterError(f"{Path(adapter_dir) / ADAPTER_CONFIG_NAME} does not fit this model or its weights "
+                           f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); pass "
+                           "the base model it was trained on and the adapter_config.json saved with these "
+                           "weights.") from None
+    mismatch = _different_model_error(adapter_dir, file_paths, _adapted_by(peft_model, adapter_name), recorded)
+    if mismatch:
+        peft_model.delete_adapter(adapter_name)
+        raise mismatch
+    if recorded and actual and _norm(recorded) != _norm(actual):
+        warnings.warn(f"The adapter in {adapter_dir} records base model {recorded}, but it was loaded on "
+                      f"{actual}; its modules match, so it is used.", stacklevel=2)
+    return peft_model
+
+
 def _norm(name: str) -> str:
     path = Path(name).expanduser()
     return str(path.resolve()) if path.exists() else name.rstrip("/")

@@ -168,3 +168,29 @@ def test_the_evaluators_loader_refuses_an_adapter_of_a_different_model(saved):
     message = one_line_error(eval_attach_adapter, AutoModelForCausalLM.from_pretrained(saved / "base"),
                              saved / "mos3")
     assert "belongs to a different model" in message
+
+
+@pytest.mark.parametrize(("base", "first", "second"), [("base", "mos", "mos3"), ("base3", "mos3", "mos"),
+                                                       ("base", "lora", "lora3"), ("base3", "lora3", "lora")])
+def test_a_second_adapter_of_a_different_model_is_refused_too(saved, base, first, second):
+    """``--adapter_path a b``: the second adapter (same PEFT type, loaded with load_adapter) is checked like the
+    first, and the model keeps serving the first one unchanged."""
+    from eval.utils import iter_adapter_models
+
+    for name, path in (("lora", saved / "base"), ("lora3", saved / "base3")):
+        if not (saved / name).exists():
+            torch.manual_seed(0)
+            lora = peft.LoraConfig(r=2, target_modules=TARGETS, init_lora_weights=False)
+            peft.get_peft_model(AutoModelForCausalLM.from_pretrained(path), lora).save_pretrained(saved / name)
+    models = iter_adapter_models(AutoModelForCausalLM.from_pretrained(saved / base), [saved / first, saved / second])
+    _, model = next(models)
+    ids = torch.arange(3, 15)[None]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    with pytest.raises(AdapterError) as err:
+        next(models)
+    assert f"The adapter in {saved / second} belongs to a different model" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert list(model.peft_config) == ["default"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)

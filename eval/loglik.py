@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from eval.utils import input_device
+from eval.utils import accepts_argument, input_device
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -30,6 +30,7 @@ def _score(model, sequences: list[tuple[list[int], list[int]]], batch_size: int,
            disable_tqdm: bool) -> list[tuple[float, int]]:
     """``sequences`` = (input_ids, labels with -100 for unscored positions) -> (sum log p of labels, count)."""
     device = input_device(model)
+    keep_logits = accepts_argument(model, "logits_to_keep")
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=disable_tqdm, leave=False):
@@ -37,9 +38,14 @@ def _score(model, sequences: list[tuple[list[int], list[int]]], batch_size: int,
         ids = _pad([sequences[i][0] for i in idx], 0).to(device)
         labels = _pad([sequences[i][1] for i in idx], -100).to(device)
         mask = _pad([[1] * len(sequences[i][0]) for i in idx], 0).to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         target = labels[:, 1:]
         scored = target != -100
+        if keep_logits:  # the vocabulary projection only at positions some row scores (often a few of hundreds)
+            keep = scored.any(0).nonzero().squeeze(-1)
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+            target, scored = target[:, keep], scored[:, keep]
+        else:
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         rows = torch.log_softmax(logits[scored].float(), dim=-1)  # only the scored positions
         logp = torch.zeros(target.shape, dtype=rows.dtype, device=rows.device)
         logp[scored] = rows.gather(-1, target[scored].unsqueeze(-1)).squeeze(-1)

@@ -212,11 +212,12 @@ def input_device(model) -> torch.device:
         return next(model.parameters()).device
 
 
-def _accepts_position_ids(model) -> bool:
+def accepts_argument(model, name: str) -> bool:
+    """Whether the (base) model's ``forward`` takes ``name`` (e.g. ``position_ids``, ``logits_to_keep``)."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "position_ids" in inspect.signature(base.forward).parameters
+    return name in inspect.signature(base.forward).parameters
 
 
 @torch.inference_mode()
@@ -232,7 +233,7 @@ def get_next_word_predictions(model, tokenizer, prompts: list[str], candidate_to
     if tokenizer.padding_side != "left":
         raise ValueError("get_next_word_predictions needs tokenizer.padding_side == 'left' (see load_tokenizer).")
     device = input_device(model)
-    pass_positions = _accepts_position_ids(model)
+    pass_positions = accepts_argument(model, "position_ids")
     predictions, probs = [], []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=disable_tqdm, leave=False):
         batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt",

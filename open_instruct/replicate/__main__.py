@@ -89,6 +89,7 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
            "MAX_STEPS": str(s.max_steps), "BATCH_SIZE": str(s.batch_size), "MAX_SEQ_LENGTH": str(s.max_seq_length),
            "SKIP_EVAL": "1", "CHAT_FORMAT": "tokenizer", "MAX_EVAL_SAMPLES": "64", "EVAL_STEPS": "1000000",
            "SAVE_STEPS": str(max(s.max_steps // 6, 1)), "LOGGING_STEPS": "10", "REPORT_TO": "none",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
            **dict(s.extra_env)}
     extra = row.extra_args
     if s.lora_modules != "all":
@@ -199,6 +200,9 @@ def run_grid(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    # Training runs in launcher subprocesses: the same thread count there, so --parallel N x --threads T fits the
+    # cores instead of N runs each taking every core (on 2 cores, 2 runs x 1 thread beats 1 run x 2 threads).
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     done = {r["run_key"] for r in read_runs(paths["table"])}
     if "base" not in done and (not args.stages or "base" in args.stages) and not args.dry_run:
         print("[replicate] scoring the base model (no adapter)", flush=True)
@@ -268,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cache_dir", default="data/cache/packages", help="downloaded package archives")
     ap.add_argument("--runs_dir", default="output/replication", help="run directories (not committed)")
     ap.add_argument("--results_dir", default="results/replication", help="the committed tables")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads for scoring")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each run (training and scoring)")
     ap.add_argument("--max_runs", type=int, default=0, help="stop after this many new runs (0: all)")
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU holds several 135M runs)")
     ap.add_argument("--dry_run", action="store_true", help="list the runs that would be made")

@@ -51,3 +51,35 @@ def test_example_losses_match_hf_loss(model_and_tok):
     assert mean_loss(got) == pytest.approx(sum(t for t, _ in got) / sum(c for _, c in got))
     with pytest.raises(ValueError, match="no label tokens"):
         mean_loss([(0.0, 0)])
+
+
+def test_only_the_scored_positions_are_projected_and_the_numbers_do_not_change(model_and_tok, monkeypatch):
+    """The vocabulary projection is asked for the scored positions only (``logits_to_keep``); a model without that
+    argument gets the full logits, with the same numbers."""
+    import functools
+
+    import eval.loglik
+
+    model, tok = model_and_tok
+    pairs = [("A long context " * 6, " yes"), ("short", " no"), ("mid length context", " maybe so")]
+    seen = []
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps forward's signature, which the scorer inspects
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    kept = continuation_logprobs(model, tok, pairs, batch_size=3, disable_tqdm=True)
+    width = max(len(tok(c + x).input_ids) for c, x in pairs)
+    assert len(seen) == 1 and seen[0] is not None and 0 < len(seen[0]) < width - 1
+    monkeypatch.setattr(eval.loglik, "accepts_argument", lambda m, name: False)
+    seen.clear()
+    full = continuation_logprobs(model, tok, pairs, batch_size=3, disable_tqdm=True)
+    assert seen == [None]
+    for (a, n), (b, m) in zip(kept, full):
+        assert n == m and a == pytest.approx(b, abs=1e-5)
+    for (ctx, cont), (total, count) in zip(pairs, kept):
+        ref_total, ref_count = _reference(model, tok, ctx, cont)
+        assert count == ref_count and total == pytest.approx(ref_total, abs=1e-4)

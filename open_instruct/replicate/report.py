@@ -65,6 +65,21 @@ def lr_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def runs_table(df: pd.DataFrame) -> str:
+    """Every run once (a run recorded for several stages shares its key): wall times; commands are in runs.csv."""
+    lines = ["| run | stages | trainable params | train min | score min |", "|---|---|---|---|---|"]
+    total = 0.0
+    for key, rows in df.groupby("run_key", sort=False):
+        train_s, score_s = (float(rows[c].iloc[0] or 0) for c in ("train_s", "score_s"))
+        total += train_s + score_s
+        stages = ", ".join(dict.fromkeys(f"{r.stage}: {r.label}" for r in rows.itertuples()))
+        params = int(float(rows.trainable_params.iloc[0] or 0))
+        lines.append(f"| `{key}` | {stages} | {params:,} | {train_s / 60:.1f} | {score_s / 60:.1f} |")
+    lines.append(f"\n{df.run_key.nunique()} runs, {total / 3600:.2f} h of wall time in all (runs that went in parallel "
+                 "overlap). The exact launcher command of each row is the `command` column of runs.csv.")
+    return "\n".join(lines)
+
+
 def plot(df: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -108,7 +123,8 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              "## Learning-rate sweeps (seed 0; picked on held-in loss)", "", lr_table(df), "",
              "## Ablations (at MoS's budget and rate)", "",
              method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
-                          ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), ""]
+                          ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), "",
+             "## Runs and wall times", "", runs_table(df), ""]
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     plot(df, results_dir / "score_vs_params.png")
     print("\n".join(parts))

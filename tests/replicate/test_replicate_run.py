@@ -71,7 +71,12 @@ def test_reduced_replication_run(tmp_path, capsys):
     assert len(todo) == 2 and all("_sd1_" in line for line in todo), todo
     assert table.read_text() == before
     assert main(["report", "--setting", "tiny", "--results_dir", str(tmp_path / "results")]) == 0
-    assert "| LoRA r=8e |" in (tmp_path / "results" / "tiny" / "tables.md").read_text()
+    tables = (tmp_path / "results" / "tiny" / "tables.md").read_text()
+    assert "| LoRA r=8e |" in tables
+    runs_section = tables.split("## Runs and wall times", 1)[1]
+    assert all(runs_section.count(f"`{key}`") == 1 for key in {r["run_key"] for r in rows})
+    # each run's recorded command carries the thread count it trained with (--threads), so it reproduces
+    assert all("OMP_NUM_THREADS=1 " in r["command"] for r in rows if r["run_key"] != "base")
 
 
 @pytest.mark.parametrize("name", ["cpu", "cpu_qv", "gpu"])

@@ -3,6 +3,7 @@
     python -m open_instruct.replicate prepare                  # data: BIG-bench -> SuperNI path, ARC-Easy, MMLU
     python -m open_instruct.replicate run --setting cpu        # train + score every row not yet in the table
     python -m open_instruct.replicate report --setting cpu     # main / learning-rate / ablation tables + plot
+    python -m open_instruct.replicate reproduce --run_key KEY  # retrain + rescore one row; old vs new numbers
 
 Every run goes through the paper's launcher (``ft_llama2_7b_superni_mmlu.sh``, 10 positional arguments, with
 ``MODEL``, ``TRAIN_FILE``, ``MAX_STEPS`` ... overrides) on SmolLM2-135M-Instruct, then is scored by
@@ -76,6 +77,11 @@ def resolve_lr(row: Row, runs: list[dict]) -> str | None:
     return min(sweep, key=lambda r: float(r["seen_loss"]))["lr"]
 
 
+def repo_relative(text: str) -> str:
+    """``text`` with this checkout's absolute path removed, so a recorded command works from any clone's root."""
+    return text.replace(f"{REPO}/", "")
+
+
 def find_run_dir(root: Path) -> Path | None:
     dirs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     return dirs[-1] if dirs else None
@@ -94,15 +100,18 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
     extra = row.extra_args
     if s.lora_modules != "all":
         extra = f"{extra} --lora_modules {s.lora_modules}".strip()
+    cmd = ["bash", LAUNCHER, *row.launcher_args(lr)]
+    # What the table records: the call that makes this run from scratch, paths relative to the repository.
+    shown = repo_relative(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted({**env, **(
+        {"EXTRA_ARGS": extra} if extra else {})}.items())) + " " + shlex.join(cmd))
     previous = find_run_dir(root)
     if previous is not None and (previous / "completed").exists():
-        return previous, "(already trained)", 0.0
+        return previous, shown, 0.0
     if previous is not None:
+        print(f"[replicate] {key}: resuming {previous}", flush=True)
         extra = f"{extra} --output_dir {previous}".strip()
     if extra:
         env["EXTRA_ARGS"] = extra
-    cmd = ["bash", LAUNCHER, *row.launcher_args(lr)]
-    shown = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())) + " " + shlex.join(cmd)
     print(f"[replicate] {key}: {shown}", flush=True)
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **env, "PYTHON": sys.executable})
@@ -148,7 +157,7 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
     if run_dir is not None:
         results = json.loads((run_dir / "all_results.json").read_text())
         record.update(train_loss=results.get("train_loss"), trainable_params=results.get("trainable_params"),
-                      run_dir=str(run_dir))
+                      run_dir=repo_relative(str(run_dir)))
     else:
         record.update(trainable_params=0)
     with TABLE_LOCK:
@@ -234,6 +243,46 @@ def run_grid(args) -> int:
     return 0
 
 
+def reproduce(args) -> int:
+    """Retrain and rescore one recorded run from scratch (a separate run directory; the table is not touched) and
+    print its recorded and new metrics side by side."""
+    s = SETTINGS[args.setting]
+    paths = default_paths(args)
+    check_inputs(paths)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    recorded = [r for r in read_runs(paths["table"]) if r["run_key"] == args.run_key]
+    if not recorded:
+        keys = sorted({r["run_key"] for r in read_runs(paths["table"])})
+        raise ValueError(f"--run_key {args.run_key!r} is not in {paths['table']}; recorded keys: "
+                         f"{', '.join(keys) or 'none'}")
+    old = recorded[0]
+    if args.run_key == "base":
+        row, lr = Row("base", "base model", mode="none", r=0, seed=0, lr="-"), "-"
+    else:
+        row = Row(old["stage"], old["label"], mode=old["mode"], r=int(old["r"]), seed=int(old["seed"]), lr=old["lr"],
+                  p=int(old["p"]), e=int(old["e"]), c=int(old["c"]), vec_std=old["vec_std"],
+                  extra_args=old["extra_args"])
+        lr = old["lr"]
+    check = {**paths, "runs_dir": paths["runs_dir"].parent / "_reproduce" / args.setting, "table": None}
+    fresh = check["runs_dir"] / args.run_key
+    if fresh.exists():
+        raise ValueError(f"{fresh} exists from an earlier check; move it away to retrain from scratch")
+    run_dir = None if args.run_key == "base" else train(row, lr, s, check, args.run_key)[0]
+    from open_instruct.replicate.score import score_run
+
+    scratch = check["runs_dir"] / "_scratch" / args.run_key
+    scratch.mkdir(parents=True, exist_ok=True)
+    data = {k: paths[k] for k in ("heldout_dir", "mmlu_dir", "arc_file")} | {"scratch_dir": scratch}
+    new = score_run(str(paths["model"]), str(run_dir) if run_dir else None, data, s)
+    print(f"| metric | recorded | reproduced ({args.run_key}) |\n|---|---|---|")
+    for m in METRICS:
+        print(f"| {m} | {float(old[m]):.4f} | {float(new[m]):.4f} |")
+    return 0
+
+
 def prepare(args) -> int:
     """BIG-bench -> SuperNI task tree -> training JSONL and held-out sets; MMLU and ARC-Easy via eval.data_prep."""
     from eval.data_prep.__main__ import main as eval_data_main
@@ -260,7 +309,7 @@ def prepare(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m open_instruct.replicate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("prepare", "run", "report"))
+    ap.add_argument("command", choices=("prepare", "run", "report", "reproduce"))
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="cpu", help="run length and scoring subsets")
     ap.add_argument("--stages", nargs="*", choices=("base", "regime", "lr", "main", "baselines", "ablations"),
                     help="only these stages (default: all, in order)")
@@ -276,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max_runs", type=int, default=0, help="stop after this many new runs (0: all)")
     ap.add_argument("--parallel", type=int, default=1, help="runs at once (a GPU holds several 135M runs)")
     ap.add_argument("--dry_run", action="store_true", help="list the runs that would be made")
+    ap.add_argument("--run_key", help="reproduce: the recorded run (runs.csv's run_key) to retrain and rescore")
     return ap
 
 
@@ -286,6 +336,10 @@ def main(argv=None) -> int:
             return prepare(args)
         if args.command == "run":
             return run_grid(args)
+        if args.command == "reproduce":
+            if not args.run_key:
+                raise ValueError("reproduce needs --run_key KEY (a run_key of runs.csv)")
+            return reproduce(args)
         from open_instruct.replicate.report import write_report
 
         return write_report(Path(args.results_dir) / args.setting, SETTINGS[args.setting])

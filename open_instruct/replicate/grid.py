@@ -45,7 +45,8 @@ class Setting:
 
 
 SETTINGS = {
-    # 2-core CPU: about 2.4 s per step at batch 4 x 160 (SmolLM2-135M), so a run is ~25 min plus ~5 min of scoring.
+    # 2-core CPU, two 1-thread runs at once (scripts/replicate.sh's default): about 5 s per step each at batch
+    # 4 x 160 (SmolLM2-135M), so a pair of runs takes ~53 min of training plus ~12 min of scoring (measured).
     "cpu": Setting("cpu", max_steps=600, batch_size=4, max_seq_length=160),
     # The same with adapters on q_proj and v_proj only: 5.3x fewer adapter parameters per rank, a candidate for a
     # capacity-limited regime if "cpu" shows LoRA r=e ~ LoRA r=8e (run `--stages regime` on both first).

@@ -77,6 +77,18 @@ def test_reduced_replication_run(tmp_path, capsys):
     assert all(runs_section.count(f"`{key}`") == 1 for key in {r["run_key"] for r in rows})
     # each run's recorded command carries the thread count it trained with (--threads), so it reproduces
     assert all("OMP_NUM_THREADS=1 " in r["command"] for r in rows if r["run_key"] != "base")
+    assert all(f"{REPO}/" not in r["command"] + r["run_dir"] for r in rows)  # works from any clone's root
+    # reproduce: one row retrained from scratch elsewhere and rescored gives its recorded numbers; the table is kept
+    key = by[("lr", "MoS", "0", "3e-4")]["run_key"]
+    capsys.readouterr()
+    assert main(["reproduce", *args[1:], "--run_key", key]) == 0
+    printed = {line.split("|")[1].strip(): line.split("|")[2:4] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("| ") and "metric" not in line}
+    assert set(printed) == {"seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter"}
+    assert all(old.strip() == new.strip() for old, new in printed.values()), printed
+    assert (tmp_path / "runs" / "_reproduce" / "tiny" / key).is_dir() and table.read_text() == before
+    assert main(["reproduce", *args[1:], "--run_key", "no_such_run"]) == 2
+    assert "is not in" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["cpu", "cpu_qv", "gpu"])

@@ -170,11 +170,11 @@ def adapter_save_dirs(adapter_paths: list[str], save_dirs: list[str]) -> list[Pa
 
 def _load_another(peft_model, adapter_path, name: str) -> None:
     try:
-        from open_instruct.adapters import load_another_adapter
+        from open_instruct.adapters import attach_adapter as attach_checked
     except ImportError:  # stock PEFT only (attach_adapter warned already): LoRA / VeRA, unchecked
         peft_model.load_adapter(str(adapter_path), adapter_name=name, is_trainable=False)
         return
-    load_another_adapter(peft_model, adapter_path, name)
+    attach_checked(peft_model, adapter_path, adapter_name=name)
 
 
 def iter_adapter_models(model, adapter_paths: list[str]):

@@ -94,25 +94,37 @@ def _different_model_error(adapter_dir, file_paths: set[str], adapted: set[str],
                         "Pass the base model it was trained on.")
 
 
-def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
-    """``model`` wrapped with the adapter saved in ``adapter_dir`` (no merge), after checking that it fits."""
+def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False, adapter_name: str | None = None):
+    """``model`` wrapped with the adapter saved in ``adapter_dir`` (no merge), after checking that it fits.
+
+    With ``adapter_name``, ``model`` is already a ``PeftModel`` and the adapter is added to it under that name
+    (``load_adapter``), with the same checks; a refused adapter is removed again, leaving ``model`` as it was.
+    """
     from peft import PeftModel
-    from peft.tuners.tuners_utils import BaseTunerLayer
 
     import open_instruct.methods  # noqa: F401  (registers the MOS, TIED_LORA and PROLORA PEFT types)
 
     config = read_adapter_config(adapter_dir)
     file_paths = _module_paths(adapter_weight_keys(adapter_dir))
-    recorded, actual = config.get("base_model_name_or_path"), getattr(model, "name_or_path", None)
+    name = adapter_name or "default"
+    recorded = config.get("base_model_name_or_path")
+    actual = getattr(model.get_base_model() if adapter_name else model, "name_or_path", None)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(missing|unexpected).*keys", category=UserWarning)
-            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
+            if adapter_name:
+                model.load_adapter(str(adapter_dir), adapter_name=adapter_name, is_trainable=is_trainable)
+                peft_model = model
+            else:
+                peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError) as err:
-        adapted = {n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)}
+        adapted = _adapted_by(model, name)
+        if adapter_name and adapter_name in model.peft_config:
+            model.delete_adapter(adapter_name)
         if not adapted:  # the tuner refused the config and left the base as it was: compare by module names
             leaves = {p.rsplit(".", 1)[-1] for p in file_paths}
-            adapted = {n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in leaves}
+            base = model.get_base_model() if adapter_name else model
+            adapted = {n for n, _ in base.named_modules() if n.rsplit(".", 1)[-1] in leaves}
         mismatch = _different_model_error(adapter_dir, file_paths, adapted, recorded)
         if mismatch:
             raise mismatch from None
@@ -121,10 +133,10 @@ def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
                            f"{ADAPTER_WEIGHTS_NAME}{f' ({size[:200]})' if size else ''}; restore the "
                            "adapter_config.json saved with these weights (were r, valid_param_lora_r or "
                            "num_chunk_per_vec edited?).") from None
-    adapted = {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
-               if isinstance(m, BaseTunerLayer)}
-    mismatch = _different_model_error(adapter_dir, file_paths, adapted, recorded)
+    mismatch = _different_model_error(adapter_dir, file_paths, _adapted_by(peft_model, name), recorded)
     if mismatch:
+        if adapter_name:
+            peft_model.delete_adapter(adapter_name)
         raise mismatch
     if recorded and actual and _norm(recorded) != _norm(actual):
         warnings.warn(f"The adapter in {adapter_dir} records base model {recorded}, but it was loaded on "
@@ -132,45 +144,13 @@ def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False):
     return peft_model
 
 
-def _adapted_by(peft_model, adapter_name: str) -> set[str]:
+def _adapted_by(model, adapter_name: str) -> set[str]:
     """Paths (without ``base_model.model.``) of the modules that hold ``adapter_name``."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    return {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+    return {n.removeprefix("base_model.model.") for n, m in model.named_modules()
             if isinstance(m, BaseTunerLayer)
             and any(adapter_name in (getattr(m, attr, None) or {}) for attr in m.adapter_layer_names)}
-
-
-def load_another_adapter(peft_model, adapter_dir: str | Path, adapter_name: str):
-    """``peft_model.load_adapter`` (inference) with ``attach_adapter``'s checks: an adapter of a different model, or
-    weights that do not match their config, is an ``AdapterError`` and leaves ``peft_model`` as it was."""
-    config = read_adapter_config(adapter_dir)
-    file_paths = _module_paths(adapter_weight_keys(adapter_dir))
-    recorded = config.get("base_model_name_or_path")
-    actual = getattr(peft_model.get_base_model(), "name_or_path", None)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*(missing|unexpected).*keys", category=UserWarning)
-            peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as err:
-        adapted = _adapted_by(peft_model, adapter_name)
-        if adapter_name in peft_model.peft_config:
-            peft_model.delete_adapter(adapter_name)
-        mismatch = _different_model_error(adapter_dir, file_paths, adapted or set(), recorded)
-        if mismatch and adapted:
-            raise mismatch from None
-        raise AdapterError(f"{Path(adapter_dir) / ADAPTER_CONFIG_NAME} does not fit this model or its weights "
-                           f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); pass "
-                           "the base model it was trained on and the adapter_config.json saved with these "
-                           "weights.") from None
-    mismatch = _different_model_error(adapter_dir, file_paths, _adapted_by(peft_model, adapter_name), recorded)
-    if mismatch:
-        peft_model.delete_adapter(adapter_name)
-        raise mismatch
-    if recorded and actual and _norm(recorded) != _norm(actual):
-        warnings.warn(f"The adapter in {adapter_dir} records base model {recorded}, but it was loaded on "
-                      f"{actual}; its modules match, so it is used.", stacklevel=2)
-    return peft_model
 
 
 def _norm(name: str) -> str:

@@ -29,6 +29,9 @@ def _fmt(values: pd.Series, digits: int = 4) -> str:
 
 
 def paired_delta(df: pd.DataFrame, label: str, ref: str, metric: str) -> str:
+    # The untrained base model has no seed of its own: pairing it with a seed of the reference is meaningless.
+    if (df[df.label.isin([label, ref])].stage == "base").any():
+        return ""
     a = df[df.label == label].set_index("seed")[metric].astype(float)
     b = df[df.label == ref].set_index("seed")[metric].astype(float)
     both = a.index.intersection(b.index)

@@ -1,0 +1,36 @@
+"""The report's paired differences: same-seed pairs only, and none for the seedless base model."""
+
+import pandas as pd
+
+from open_instruct.replicate.report import method_table, paired_delta
+
+
+def _frame():
+    rows = [
+        # stage, label, seed, seen_loss
+        ("base", "base model", 0, 2.8),
+        ("main", "LoRA r=e", 0, 1.5),
+        ("main", "LoRA r=e", 1, 1.4),
+        ("main", "MoS", 0, 1.6),
+        ("main", "MoS", 1, 1.7),
+        ("main", "MoS", 2, 9.9),  # no LoRA partner for seed 2: must not enter the difference
+    ]
+    df = pd.DataFrame(rows, columns=["stage", "label", "seed", "seen_loss"])
+    for col in ("unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter"):
+        df[col] = 0.5
+    df["trainable_params"] = 10
+    return df
+
+
+def test_paired_delta_uses_same_seed_pairs_only():
+    # differences 1.6-1.5 = 0.1 and 1.7-1.4 = 0.3: mean 0.2, sample std sqrt(0.02) = 0.1414
+    assert paired_delta(_frame(), "MoS", "LoRA r=e", "seen_loss") == "+0.2000 ± 0.1414 (n=2)"
+
+
+def test_paired_delta_is_empty_for_the_base_model_and_the_reference_itself():
+    df = _frame()
+    assert paired_delta(df, "base model", "LoRA r=e", "seen_loss") == ""
+    assert paired_delta(df, "LoRA r=e", "LoRA r=e", "seen_loss") == ""
+    base_line = [line for line in method_table(df, ["base model", "MoS"], "LoRA r=e").splitlines()
+                 if line.startswith("| base model")][0]
+    assert base_line.rstrip(" |").endswith("0.5000"), base_line  # the three Δ cells are empty

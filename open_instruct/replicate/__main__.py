@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from open_instruct.replicate.grid import SETTINGS, Row, Setting, build_grid
+from open_instruct.replicate.grid import SETTINGS, Row, Setting, build_grid, plan, resolve_lr, run_key
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = "ft_llama2_7b_superni_mmlu.sh"
@@ -33,13 +33,6 @@ METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 RUN_COLUMNS = ("run_key", "stage", "label", "mode", "r", "p", "e", "c", "vec_std", "extra_args", "seed", "lr",
                "trainable_params", "train_loss", *METRICS, "seen_loss_n", "unseen_loss_n", "mmlu_n", "arc_easy_n",
                "mmlu_cloze_per_char", "arc_easy_sum", "train_s", "score_s", "setting", "command", "run_dir")
-
-
-def run_key(row: Row, lr: str) -> str:
-    """Identity of a training run: the same key means the same launcher call (whatever stage asked for it)."""
-    return "_".join(str(x) for x in (row.mode, f"r{row.r}", f"p{row.p}", f"e{row.e}", f"c{row.c}",
-                                     f"std{row.vec_std}", f"lr{lr}", f"sd{row.seed}",
-                                     row.extra_args.replace("--", "").replace(" ", "-") or "full"))
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -62,19 +55,6 @@ def append_run(path: Path, record: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(line)
-
-
-def resolve_lr(row: Row, runs: list[dict]) -> str | None:
-    """A fixed rate, or the best finished sweep rate (lowest seen_loss) of the label named after ``best:``."""
-    if not row.lr.startswith("best:"):
-        return row.lr
-    label = row.lr.split(":", 1)[1]
-    sweep = [r for r in runs if r["stage"] == "lr" and r["label"] == label]
-    from open_instruct.replicate.grid import LR_SWEEP
-
-    if {r["lr"] for r in sweep} < set(LR_SWEEP):
-        return None  # the sweep has not finished
-    return min(sweep, key=lambda r: float(r["seen_loss"]))["lr"]
 
 
 def repo_relative(text: str) -> str:
@@ -176,7 +156,7 @@ def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row,
     out, seen = [], set(busy)
     with TABLE_LOCK:
         runs = read_runs(paths["table"])  # read once; aliases appended below are added to it as well
-    for row in build_grid(s):
+    for row in plan(s, runs):
         if args.stages and row.stage not in args.stages:
             continue
         with TABLE_LOCK:

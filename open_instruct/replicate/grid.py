@@ -10,14 +10,19 @@ say which rows are done:
 5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds
 
 "Best rate" is picked on held-in loss (``seen_loss``, unseen instances of the training tasks) among the
-finished sweep rows of that method; a row whose rate depends on a sweep that has not finished waits.
+finished sweep rows of that method; a row whose rate depends on a sweep that has not finished waits. A sweep
+whose best rate is its highest (or lowest) is not settled: the next rate of ``LR_LADDER`` in that direction
+is added to it (one more seed-0 row), until the best rate has a worse neighbour on both sides or the ladder
+ends, so no method is compared at a rate that is only the edge of the range tried.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
-LR_SWEEP = ("3e-4", "1e-3", "3e-3")
+LR_SWEEP = ("3e-4", "1e-3", "3e-3")                                # every sweep starts with these
+LR_LADDER = ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1")  # and extends along this at an edge
 SEEDS = (0, 1)
 
 
@@ -139,3 +144,63 @@ def build_grid(s: Setting) -> list[Row]:
         for label, kw in ablations.items():
             rows.append(Row("ablations", label, seed=seed, lr="best:MoS", **kw))
     return rows
+
+
+def run_key(row: Row, lr: str) -> str:
+    """Identity of a training run: the same key means the same launcher call (whatever stage asked for it)."""
+    return "_".join(str(x) for x in (row.mode, f"r{row.r}", f"p{row.p}", f"e{row.e}", f"c{row.c}",
+                                     f"std{row.vec_std}", f"lr{lr}", f"sd{row.seed}",
+                                     row.extra_args.replace("--", "").replace(" ", "-") or "full"))
+
+
+def _loss(value) -> float:
+    """A recorded held-in loss; a missing or non-finite one (a diverged run) counts as worst."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.inf
+    return x if math.isfinite(x) else math.inf
+
+
+def sweep_state(label: str, runs: list[dict]) -> tuple[str | None, str | None]:
+    """``(best, extend)`` for ``label``'s learning-rate sweep among the finished ``runs`` (runs.csv rows).
+
+    ``best`` is the picked rate once the sweep is settled, else None. ``extend`` is a rate to add to the sweep
+    because the best so far is at the edge of the rates tried (None when nothing is to be added)."""
+    done = {r["lr"]: _loss(r["seen_loss"]) for r in runs if r["stage"] == "lr" and r["label"] == label}
+    if not set(LR_SWEEP) <= set(done):
+        return None, None  # the initial sweep has not finished
+    best = min(sorted(done, key=float), key=done.get)
+    tried = sorted(done, key=float)
+    if best in LR_LADDER:
+        i = LR_LADDER.index(best)
+        if best == tried[-1] and i + 1 < len(LR_LADDER):
+            return None, LR_LADDER[i + 1]
+        if best == tried[0] and i > 0:
+            return None, LR_LADDER[i - 1]
+    return best, None
+
+
+def resolve_lr(row: Row, runs: list[dict]) -> str | None:
+    """A fixed rate, or the settled best rate of the sweep named after ``best:`` (None while it is not)."""
+    if not row.lr.startswith("best:"):
+        return row.lr
+    return sweep_state(row.lr.split(":", 1)[1], runs)[0]
+
+
+def plan(s: Setting, runs: list[dict]) -> list[Row]:
+    """``build_grid(s)`` plus the sweep extensions the finished ``runs`` call for, each right after its
+    method's last sweep row (so it runs before the rows that wait for that method's rate)."""
+    rows = build_grid(s)
+    last = {row.label: i for i, row in enumerate(rows) if row.stage == "lr"}
+    extra = {}
+    for label, i in last.items():
+        rate = sweep_state(label, runs)[1]
+        if rate is not None:
+            extra[i] = replace(rows[i], lr=rate)
+    out = []
+    for i, row in enumerate(rows):
+        out.append(row)
+        if i in extra:
+            out.append(extra[i])
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from open_instruct.replicate.grid import Setting
+from open_instruct.replicate.grid import Setting, build_grid, resolve_lr, run_key, sweep_state
 
 METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 SHOWN = {"seen_loss": "held-in loss", "unseen_loss": "unseen-task loss", "mmlu_cloze": "MMLU cloze",
@@ -61,11 +61,28 @@ def lr_table(df: pd.DataFrame) -> str:
     sweep = df[df.stage == "lr"]
     lines = ["| method | lr | held-in loss | unseen-task loss | ARC-Easy | MMLU cloze | picked |", "|---|---|---|---|---|---|---|"]
     for label, rows in sweep.groupby("label", sort=False):
-        best = rows.loc[rows.seen_loss.astype(float).idxmin(), "lr"]
+        best, extend = sweep_state(label, rows.to_dict("records"))
         for _, r in rows.sort_values("lr", key=lambda s: s.astype(float)).iterrows():
             lines.append(f"| {label} | {r.lr} | {float(r.seen_loss):.4f} | {float(r.unseen_loss):.4f} | "
                          f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {'✓' if r.lr == best else ''} |")
+        if extend is not None:
+            lines.append(f"| {label} | {extend} | (best so far is at the edge: this rate is added next) | | | | |")
     return "\n".join(lines)
+
+
+def superseded(df: pd.DataFrame, s: Setting) -> pd.Series:
+    """Rows of runs.csv recorded for a stage at a rate that is no longer that method's pick (its sweep was
+    extended after they ran, see ``grid.sweep_state``): kept in runs.csv, left out of the tables."""
+    runs = df.to_dict("records")
+    current = set()
+    for row in build_grid(s):
+        if row.lr.startswith("best:"):
+            lr = resolve_lr(row, runs)
+            if lr is not None:
+                current.add((row.stage, row.label, run_key(row, lr)))
+    picked = {(row.stage, row.label) for row in build_grid(s) if row.lr.startswith("best:")}
+    return pd.Series([(st, lab) in picked and (st, lab, key) not in current
+                      for st, lab, key in zip(df.stage, df.label, df.run_key)], index=df.index, dtype=bool)
 
 
 def runs_table(df: pd.DataFrame) -> str:
@@ -113,10 +130,12 @@ def write_report(results_dir: Path, setting: Setting) -> int:
     if not table.is_file():
         raise FileNotFoundError(f"{table} does not exist yet; run `python -m open_instruct.replicate run "
                                 f"--setting {setting.name}` first")
-    df = pd.read_csv(table, dtype={"lr": str})
+    everything = pd.read_csv(table, dtype={"lr": str})
+    stale = superseded(everything, setting)
+    df = everything[~stale]
     parts = [f"# Replication tables ({setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, "
              f"sequence {setting.max_seq_length}, budget e = {setting.e})", "",
-             f"{len(df)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
+             f"{len(everything)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
              f"{setting.name}`.", "", "## Regime check: is LoRA r=8e better than LoRA r=e here?", "",
              method_table(df[df.stage == "regime"], ["LoRA r=e", "LoRA r=8e"], "LoRA r=e"), "",
              "## Main table (each method at its best learning rate)", "",
@@ -127,7 +146,13 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              "## Ablations (at MoS's budget and rate)", "",
              method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
                           ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), "",
-             "## Runs and wall times", "", runs_table(df), ""]
+             "## Runs and wall times", "", runs_table(everything), ""]
+    if stale.any():
+        parts[-1:-1] = ["Recorded at a rate that is not (or not yet) the method's pick, because its sweep was "
+                        "extended after they ran, so left out of the tables above: "
+                        + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
+                                    zip(everything.run_key[stale], everything.stage[stale], everything.label[stale]))
+                        + ".", ""]
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     plot(df, results_dir / "score_vs_params.png")
     print("\n".join(parts))

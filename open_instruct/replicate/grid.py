@@ -4,7 +4,7 @@ Rows are ordered so that the most informative come first, and each has a stable 
 say which rows are done:
 
 1. ``regime``     LoRA r=e vs LoRA r=8e, two seeds: is this setting limited by adapter capacity at all?
-2. ``lr``         learning-rate sweeps (3 rates spanning 10x) of LoRA r=e and MoS, seed 0
+2. ``lr``         learning-rate sweeps (3 rates spanning 10x, extended at an edge) of LoRA r=e and MoS, seed 0
 3. ``main``       LoRA r=e, MoS, LoRA r=4e, LoRA r=8e, seeds 0 and 1, each at its own best rate
 4. ``baselines``  VeRA, Tied-LoRA, PRoLoRA: sweep on seed 0, then seeds 0 and 1 at the best rate
 5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds

@@ -170,8 +170,8 @@ def sweep_state(label: str, runs: list[dict]) -> tuple[str | None, str | None]:
     done = {r["lr"]: _loss(r["seen_loss"]) for r in runs if r["stage"] == "lr" and r["label"] == label}
     if not set(LR_SWEEP) <= set(done):
         return None, None  # the initial sweep has not finished
-    best = min(sorted(done, key=float), key=done.get)
     tried = sorted(done, key=float)
+    best = min(tried, key=done.get)  # on a tie, the lower rate
     if best in LR_LADDER:
         i = LR_LADDER.index(best)
         if best == tried[-1] and i + 1 < len(LR_LADDER):

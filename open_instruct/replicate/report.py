@@ -74,13 +74,10 @@ def superseded(df: pd.DataFrame, s: Setting) -> pd.Series:
     """Rows of runs.csv recorded for a stage at a rate that is no longer that method's pick (its sweep was
     extended after they ran, see ``grid.sweep_state``): kept in runs.csv, left out of the tables."""
     runs = df.to_dict("records")
-    current = set()
-    for row in build_grid(s):
-        if row.lr.startswith("best:"):
-            lr = resolve_lr(row, runs)
-            if lr is not None:
-                current.add((row.stage, row.label, run_key(row, lr)))
-    picked = {(row.stage, row.label) for row in build_grid(s) if row.lr.startswith("best:")}
+    waiting = [row for row in build_grid(s) if row.lr.startswith("best:")]
+    picked = {(row.stage, row.label) for row in waiting}
+    current = {(row.stage, row.label, run_key(row, lr)) for row in waiting
+               if (lr := resolve_lr(row, runs)) is not None}
     return pd.Series([(st, lab) in picked and (st, lab, key) not in current
                       for st, lab, key in zip(df.stage, df.label, df.run_key)], index=df.index, dtype=bool)
 

@@ -42,6 +42,7 @@ from open_instruct.run_dir import (
     UsageError,
     check_output_dir,
     check_paths_and_numbers,
+    checkpoint_step,
     clear_output_dir,
     expected_failures,
     resolve_resume,
@@ -330,8 +331,10 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         for stale in ("train_results.json", "eval_results.json", "all_results.json"):
             (output_dir / stale).unlink(missing_ok=True)
     metrics = dict(result.metrics)
+    # train_runtime covers this process only: with resumed_from_step a reader can tell a resumed run's time apart
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
-                   dropped_examples=stats["num_dropped_no_trainable_tokens"])
+                   dropped_examples=stats["num_dropped_no_trainable_tokens"],
+                   resumed_from_step=checkpoint_step(resume) if resume else 0)
     save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

@@ -64,6 +64,11 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a complete checkpoint was saved at (its ``trainer_state.json`` ``global_step``)."""
+    return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
+
+
 def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:
     """``(newest complete checkpoint-N or None, ["checkpoint-M: why it was skipped", ...])``."""
     output_dir = Path(output_dir)

@@ -32,7 +32,10 @@ LAUNCHER = "ft_llama2_7b_superni_mmlu.sh"
 METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 RUN_COLUMNS = ("run_key", "stage", "label", "mode", "r", "p", "e", "c", "vec_std", "extra_args", "seed", "lr",
                "trainable_params", "train_loss", *METRICS, "seen_loss_n", "unseen_loss_n", "mmlu_n", "arc_easy_n",
-               "mmlu_cloze_per_char", "arc_easy_sum", "train_s", "score_s", "setting", "command", "run_dir")
+               "mmlu_cloze_per_char", "arc_easy_sum", "train_s", "score_s", "setting", "command", "run_dir",
+               "resumed_step", "train_loop_s")
+# resumed_step: the checkpoint step the last training segment resumed from (0: one uninterrupted segment; empty in
+# rows recorded before it was tracked); train_s and train_loop_s (the Trainer's own loop time) cover that segment.
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -49,12 +52,34 @@ def append_run(path: Path, record: dict) -> None:
     """Append one finished run (header on first write); one short write, so a kill cannot leave half a line."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.is_file()
+    if not new:
+        with open(path, newline="", encoding="utf-8") as fin:
+            header = next(csv.reader(fin), [])
+        if header != list(RUN_COLUMNS):
+            upgrade_table(path, header)
     line = {k: record.get(k, "") for k in RUN_COLUMNS}
     with open(path, "a", newline="", encoding="utf-8") as fout:
         writer = csv.DictWriter(fout, fieldnames=RUN_COLUMNS)
         if new:
             writer.writeheader()
         writer.writerow(line)
+
+
+def upgrade_table(path: Path, header: list[str]) -> None:
+    """Rewrite a table written with fewer columns under today's header (columns it lacks stay empty).
+
+    Written to a temporary file and renamed over, so an interruption leaves the old table whole."""
+    unknown = [c for c in header if c not in RUN_COLUMNS]
+    if unknown:
+        raise ValueError(f"{path} has columns this version does not know ({', '.join(unknown)}); it was written by "
+                         "a newer version of the project: update the checkout, or write to another --results_dir")
+    rows = read_runs(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in RUN_COLUMNS} for r in rows)
+    os.replace(tmp, path)
 
 
 def repo_relative(text: str) -> str:
@@ -142,7 +167,8 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
     if run_dir is not None:
         results = json.loads((run_dir / "all_results.json").read_text())
         record.update(train_loss=results.get("train_loss"), trainable_params=results.get("trainable_params"),
-                      run_dir=repo_relative(str(run_dir)))
+                      run_dir=repo_relative(str(run_dir)), resumed_step=results.get("resumed_from_step", ""),
+                      train_loop_s=round(results["train_runtime"]) if "train_runtime" in results else "")
     else:
         record.update(trainable_params=0)
     with TABLE_LOCK:

@@ -8,6 +8,7 @@ gap is larger than the noise. Losses: lower is better; accuracies: higher is bet
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -82,18 +83,55 @@ def superseded(df: pd.DataFrame, s: Setting) -> pd.Series:
                       for st, lab, key in zip(df.stage, df.label, df.run_key)], index=df.index, dtype=bool)
 
 
-def runs_table(df: pd.DataFrame) -> str:
+def _number(value) -> float | None:
+    """A CSV cell as a float; None when it is empty (NaN) or absent."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def train_seconds(row, max_steps: int) -> tuple[float, bool]:
+    """A run's training time as if uninterrupted, and whether that is an estimate.
+
+    A resumed run records its last segment only (``train_s``, of which ``train_loop_s`` is the Trainer's loop over
+    steps ``resumed_step``..``max_steps``): its loop time is scaled to all steps, and the segment's start-up kept.
+    A run whose training had finished before the runner was restarted records ``train_s`` 0: the loop time stands."""
+    train_s = _number(getattr(row, "train_s", None)) or 0.0
+    loop = _number(getattr(row, "train_loop_s", None))
+    step = _number(getattr(row, "resumed_step", None))
+    if loop is None:
+        return train_s, False
+    train_s = max(train_s, loop)
+    if step and 0 < step < max_steps:
+        return train_s - loop + loop * max_steps / (max_steps - step), True
+    return train_s, False
+
+
+def runs_table(df: pd.DataFrame, max_steps: int) -> str:
     """Every run once (a run recorded for several stages shares its key): wall times; commands are in runs.csv."""
     lines = ["| run | stages | trainable params | train min | score min |", "|---|---|---|---|---|"]
-    total = 0.0
+    total, estimated, unknown = 0.0, False, False
     for key, rows in df.groupby("run_key", sort=False):
-        train_s, score_s = (float(rows[c].iloc[0] or 0) for c in ("train_s", "score_s"))
+        first = next(rows.itertuples())
+        train_s, guess = train_seconds(first, max_steps)
+        score_s = _number(first.score_s) or 0.0
         total += train_s + score_s
+        estimated |= guess
+        unknown |= bool(train_s) and _number(getattr(first, "resumed_step", None)) is None
         stages = ", ".join(dict.fromkeys(f"{r.stage}: {r.label}" for r in rows.itertuples()))
-        params = int(float(rows.trainable_params.iloc[0] or 0))
-        lines.append(f"| `{key}` | {stages} | {params:,} | {train_s / 60:.1f} | {score_s / 60:.1f} |")
+        params = int(_number(first.trainable_params) or 0)
+        shown = f"{train_s / 60:.1f}" + (f" (resumed at step {int(first.resumed_step)})" if guess else "")
+        lines.append(f"| `{key}` | {stages} | {params:,} | {shown} | {score_s / 60:.1f} |")
     lines.append(f"\n{df.run_key.nunique()} runs, {total / 3600:.2f} h of wall time in all (runs that went in parallel "
                  "overlap). The exact launcher command of each row is the `command` column of runs.csv.")
+    if estimated:
+        lines.append("A run resumed after an interruption shows its training time as if uninterrupted: the last "
+                     f"segment's training loop scaled from the steps it ran to all {max_steps}, plus its start-up.")
+    if unknown:
+        lines.append("Rows recorded before runs.csv had a `resumed_step` column show the last training segment only: "
+                     "those resumed after an interruption understate their training time.")
     return "\n".join(lines)
 
 
@@ -143,7 +181,7 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              "## Ablations (at MoS's budget and rate)", "",
              method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
                           ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), "",
-             "## Runs and wall times", "", runs_table(everything), ""]
+             "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
     if stale.any():
         parts[-1:-1] = ["Recorded at a rate that is not (or not yet) the method's pick, because its sweep was "
                         "extended after they ran, so left out of the tables above: "

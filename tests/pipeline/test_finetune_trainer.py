@@ -56,6 +56,9 @@ def test_resume_reaches_same_pools_as_uninterrupted(tiny_ckpt, superni_file, tmp
     assert finetune_trainer.main(_args(tiny_ckpt, superni_file, cut, "--max_steps", "8", "--save_steps", "4",
                                        "--resume_from_checkpoint", "auto")) == 0
     assert (cut / "completed").exists()
+    # the record says which runs were resumed (their train_runtime covers the last segment only)
+    assert json.loads((full / "all_results.json").read_text())["resumed_from_step"] == 0
+    assert json.loads((cut / "all_results.json").read_text())["resumed_from_step"] == 4
     a, b = _pools(full), _pools(cut)
     assert a.keys() == b.keys() and len(a) == 14
     for k in a:

@@ -135,26 +135,38 @@ def runs_table(df: pd.DataFrame, max_steps: int) -> str:
     return "\n".join(lines)
 
 
+PLOT_ORDER = ("LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e")
+
+
 def plot(df: pd.DataFrame, path: Path) -> None:
+    """Score vs trainable parameters (log x) for the main table: mean ± std over seeds per method; the untrained
+    base model's score is each panel's title (it has no parameters to place on a log axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    main = df[df.stage.isin(["main", "baselines", "base"])].copy()
+    main = df[df.stage.isin(["main", "baselines"])]
     if main.empty:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("seen_loss", "arc_easy")):
-        for label, rows in main.groupby("label"):
-            x = rows.trainable_params.astype(float).clip(lower=1)
+    base = df[df.stage == "base"]
+    labels = [lab for lab in PLOT_ORDER if lab in set(main.label)] + sorted(set(main.label) - set(PLOT_ORDER))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, metric in zip(axes, ("seen_loss", "unseen_loss", "arc_easy")):
+        for i, label in enumerate(labels):
+            rows = main[main.label == label]
             y = rows[metric].astype(float)
-            ax.errorbar(x.mean(), y.mean(), yerr=y.std(ddof=1) if len(y) > 1 else 0, fmt="o", capsize=3, label=label)
+            ax.errorbar(rows.trainable_params.astype(float).mean(), y.mean(), yerr=y.std(ddof=1) if len(y) > 1 else 0,
+                        fmt="*" if label == "MoS" else "o", markersize=12 if label == "MoS" else 6, capsize=3,
+                        color=f"C{i}", label=f"{label} (n={len(y)})")
+        if not base.empty:  # as a number: a line far above the methods would squash them together
+            ax.set_title(f"untrained base model: {float(base[metric].astype(float).mean()):.3f}", fontsize=9)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(SHOWN[metric])
+        ax.set_ylabel(SHOWN[metric] + (" (lower is better)" if metric.endswith("loss") else " (higher is better)"))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle("Main table: each method at its own learning rate; error bars = std over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

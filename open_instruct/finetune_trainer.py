@@ -326,6 +326,8 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, padding="longest", label_pad_token_id=-100),
         callbacks=callbacks,
     )
+    # read now: by the end of training, save_total_limit may have rotated the resumed-from checkpoint away
+    resumed_from_step = checkpoint_step(resume) if resume else 0
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():  # save_metrics merges into these: start them from this run alone
         for stale in ("train_results.json", "eval_results.json", "all_results.json"):
@@ -333,8 +335,7 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
     metrics = dict(result.metrics)
     # train_runtime covers this process only: with resumed_from_step a reader can tell a resumed run's time apart
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
-                   dropped_examples=stats["num_dropped_no_trainable_tokens"],
-                   resumed_from_step=checkpoint_step(resume) if resume else 0)
+                   dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step)
     save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

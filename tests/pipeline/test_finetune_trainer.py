@@ -53,8 +53,10 @@ def test_resume_reaches_same_pools_as_uninterrupted(tiny_ckpt, superni_file, tmp
         finetune_trainer.main(_args(tiny_ckpt, superni_file, cut, "--max_steps", "8", "--save_steps", "4"),
                               callbacks=[StopAt(4)])
     assert (cut / "checkpoint-4").is_dir() and not (cut / "completed").exists()
+    # save_total_limit 1: checkpoint-4, resumed from, is rotated away before the run ends (must still work)
     assert finetune_trainer.main(_args(tiny_ckpt, superni_file, cut, "--max_steps", "8", "--save_steps", "4",
-                                       "--resume_from_checkpoint", "auto")) == 0
+                                       "--resume_from_checkpoint", "auto", "--save_total_limit", "1")) == 0
+    assert not (cut / "checkpoint-4").exists()
     assert (cut / "completed").exists()
     # the record says which runs were resumed (their train_runtime covers the last segment only)
     assert json.loads((full / "all_results.json").read_text())["resumed_from_step"] == 0

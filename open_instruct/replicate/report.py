@@ -92,44 +92,51 @@ def _number(value) -> float | None:
     return None if math.isnan(out) else out
 
 
-def train_seconds(row, max_steps: int) -> tuple[float, bool]:
-    """A run's training time as if uninterrupted, and whether that is an estimate.
+def train_seconds(row, max_steps: int) -> tuple[float | None, str]:
+    """A run's training time as if uninterrupted, and how it was obtained: "measured", "estimated", "partial"
+    (a row from before ``resumed_step`` was recorded: a resumed one counts its last segment only) or "unknown".
 
     A resumed run records its last segment only (``train_s``, of which ``train_loop_s`` is the Trainer's loop over
     steps ``resumed_step``..``max_steps``): its loop time is scaled to all steps, and the segment's start-up kept.
-    A run whose training had finished before the runner was restarted records ``train_s`` 0: the loop time stands."""
+    A run whose training had finished before the runner was restarted records ``train_s`` 0: the loop time stands.
+    One resumed from its very last checkpoint trained no step in the recorded segment: its time is unknown."""
     train_s = _number(getattr(row, "train_s", None)) or 0.0
     loop = _number(getattr(row, "train_loop_s", None))
     step = _number(getattr(row, "resumed_step", None))
     if loop is None:
-        return train_s, False
+        return train_s, "partial" if train_s and step is None else "measured"
+    if step and step >= max_steps:
+        return None, "unknown"
     train_s = max(train_s, loop)
-    if step and 0 < step < max_steps:
-        return train_s - loop + loop * max_steps / (max_steps - step), True
-    return train_s, False
+    if step and step > 0:
+        return train_s - loop + loop * max_steps / (max_steps - step), "estimated"
+    return train_s, "measured"
 
 
 def runs_table(df: pd.DataFrame, max_steps: int) -> str:
     """Every run once (a run recorded for several stages shares its key): wall times; commands are in runs.csv."""
     lines = ["| run | stages | trainable params | train min | score min |", "|---|---|---|---|---|"]
-    total, estimated, unknown = 0.0, False, False
+    total, kinds = 0.0, set()
     for key, rows in df.groupby("run_key", sort=False):
         first = next(rows.itertuples())
-        train_s, guess = train_seconds(first, max_steps)
+        train_s, kind = train_seconds(first, max_steps)
         score_s = _number(first.score_s) or 0.0
-        total += train_s + score_s
-        estimated |= guess
-        unknown |= bool(train_s) and _number(getattr(first, "resumed_step", None)) is None
+        total += (train_s or 0.0) + score_s
+        kinds.add(kind)
         stages = ", ".join(dict.fromkeys(f"{r.stage}: {r.label}" for r in rows.itertuples()))
         params = int(_number(first.trainable_params) or 0)
-        shown = f"{train_s / 60:.1f}" + (f" (resumed at step {int(first.resumed_step)})" if guess else "")
+        if kind == "unknown":
+            shown = "not recorded (resumed after its last step)"
+        else:
+            shown = f"{train_s / 60:.1f}" + (f" (resumed at step {int(first.resumed_step)})" if kind == "estimated" else "")
         lines.append(f"| `{key}` | {stages} | {params:,} | {shown} | {score_s / 60:.1f} |")
     lines.append(f"\n{df.run_key.nunique()} runs, {total / 3600:.2f} h of wall time in all (runs that went in parallel "
-                 "overlap). The exact launcher command of each row is the `command` column of runs.csv.")
-    if estimated:
+                 "overlap" + (", runs with no recorded training time not counted" if "unknown" in kinds else "")
+                 + "). The exact launcher command of each row is the `command` column of runs.csv.")
+    if "estimated" in kinds:
         lines.append("A run resumed after an interruption shows its training time as if uninterrupted: the last "
                      f"segment's training loop scaled from the steps it ran to all {max_steps}, plus its start-up.")
-    if unknown:
+    if "partial" in kinds:
         lines.append("Rows recorded before runs.csv had a `resumed_step` column show the last training segment only: "
                      "those resumed after an interruption understate their training time.")
     return "\n".join(lines)

@@ -226,6 +226,22 @@ def trainable_parameters(model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+def whole_run_train_loss(log_history: list[dict], resumed_from_step: int, segment_loss: float,
+                         segment_steps: int) -> float:
+    """Mean training loss over every step of a run resumed at ``resumed_from_step``.
+
+    The Trainer's ``train_loss`` averages only the steps this process trained; the steps before the resume are in
+    the restored ``log_history`` (each logged ``loss`` is the mean since the previous log), weighted here by the
+    steps each log covers. Steps before the checkpoint that no log covers are left out of the mean."""
+    total, steps, previous = segment_loss * segment_steps, segment_steps, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry and previous < entry["step"] <= resumed_from_step:
+            total += float(entry["loss"]) * (entry["step"] - previous)
+            steps += entry["step"] - previous
+            previous = entry["step"]
+    return total / steps if steps else segment_loss
+
+
 def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) -> None:
     """Plain LoRA adapter at the top (as the original leaves it); the method's own checkpoint in <ft_mode>_adapter/.
 
@@ -333,6 +349,10 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         for stale in ("train_results.json", "eval_results.json", "all_results.json"):
             (output_dir / stale).unlink(missing_ok=True)
     metrics = dict(result.metrics)
+    if resumed_from_step:  # the Trainer's train_loss covers this process's steps only: make it the whole run's
+        metrics["train_loss_this_segment"] = metrics["train_loss"]
+        metrics["train_loss"] = whole_run_train_loss(trainer.state.log_history, resumed_from_step,
+                                                     metrics["train_loss"], trainer.state.global_step - resumed_from_step)
     # train_runtime covers this process only: with resumed_from_step a reader can tell a resumed run's time apart
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
                    dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step)

@@ -60,7 +60,15 @@ def test_resume_reaches_same_pools_as_uninterrupted(tiny_ckpt, superni_file, tmp
     assert (cut / "completed").exists()
     # the record says which runs were resumed (their train_runtime covers the last segment only)
     assert json.loads((full / "all_results.json").read_text())["resumed_from_step"] == 0
-    assert json.loads((cut / "all_results.json").read_text())["resumed_from_step"] == 4
+    resumed = json.loads((cut / "all_results.json").read_text())
+    assert resumed["resumed_from_step"] == 4
+    # train_loss is the whole run's (steps 1-8), as for the uninterrupted run, not steps 5-8's alone
+    logged = [h["loss"] for h in json.loads((cut / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert len(logged) == 8  # --logging_steps 1: one loss a step
+    assert resumed["train_loss"] == pytest.approx(sum(logged) / 8, rel=1e-6)
+    assert resumed["train_loss_this_segment"] == pytest.approx(sum(logged[4:]) / 4, rel=1e-6)
+    uninterrupted = json.loads((full / "all_results.json").read_text())["train_loss"]
+    assert resumed["train_loss"] == pytest.approx(uninterrupted, rel=1e-4)
     a, b = _pools(full), _pools(cut)
     assert a.keys() == b.keys() and len(a) == 14
     for k in a:
@@ -164,3 +172,14 @@ def test_deepspeed_zero_on_cpu(tiny_ckpt, superni_file, tmp_path, stage):
         with torch.no_grad():
             logits.append(model(input_ids=ids).logits)
     torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)
+
+
+def test_whole_run_train_loss_weights_each_log_by_the_steps_it_covers():
+    history = [{"loss": 3.0, "step": 10}, {"loss": 2.0, "step": 20}, {"eval_loss": 9.0, "step": 20},
+               {"loss": 1.5, "step": 25}, {"loss": 1.0, "step": 30}]  # the last two: after the resume at 25
+    # steps 1-10 at 3.0, 11-20 at 2.0, 21-25 at 1.5; this segment: 5 steps at 0.5
+    expected = (3.0 * 10 + 2.0 * 10 + 1.5 * 5 + 0.5 * 5) / 30
+    assert finetune_trainer.whole_run_train_loss(history, 25, 0.5, 5) == pytest.approx(expected)
+    # a checkpoint at 28 with the last log at 25: steps 26-28 were never logged and are left out
+    assert finetune_trainer.whole_run_train_loss(history[:4], 28, 0.5, 2) == pytest.approx(
+        (3.0 * 10 + 2.0 * 10 + 1.5 * 5 + 0.5 * 2) / 27)

@@ -46,6 +46,11 @@ RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.
 RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a checkpoint was saved at (its ``trainer_state.json`` ``global_step``)."""
+    return json.loads((Path(path) / "trainer_state.json").read_text())["global_step"]
+
+
 def checkpoint_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be resumed from (a checkpoint written only in part), or ``None`` if it is complete."""
     path = Path(path)
@@ -53,7 +58,7 @@ def checkpoint_problem(path: str | Path) -> str | None:
     if not state.is_file():
         return "no trainer_state.json (it is written last: the save was interrupted)"
     try:
-        step = json.loads(state.read_text())["global_step"]
+        step = checkpoint_step(path)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return "trainer_state.json is cut off or not the Trainer's (the save was interrupted)"
     if not any((path / name).is_file() for name in WEIGHT_FILES):
@@ -62,11 +67,6 @@ def checkpoint_problem(path: str | Path) -> str | None:
     if match and int(match.group(1)) != step:
         return f"trainer_state.json records step {step}, not {match.group(1)}"
     return None
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The training step a complete checkpoint was saved at (its ``trainer_state.json`` ``global_step``)."""
-    return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[str]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from open_instruct.replicate.grid import Setting, build_grid, resolve_lr, run_key, sweep_state
+from open_instruct.replicate.grid import LR_LADDER, Setting, build_grid, resolve_lr, run_key, sweep_state
 
 METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 SHOWN = {"seen_loss": "held-in loss", "unseen_loss": "unseen-task loss", "mmlu_cloze": "MMLU cloze",
@@ -63,9 +63,13 @@ def lr_table(df: pd.DataFrame) -> str:
     lines = ["| method | lr | held-in loss | unseen-task loss | ARC-Easy | MMLU cloze | picked |", "|---|---|---|---|---|---|---|"]
     for label, rows in sweep.groupby("label", sort=False):
         best, extend = sweep_state(label, rows.to_dict("records"))
+        tried = sorted(rows.lr, key=float)
+        # A pick at the end of the ladder was not bracketed by a worse rate on that side: say so.
+        pick = "✓ (end of the rate ladder: untested beyond)" if best in (LR_LADDER[0], LR_LADDER[-1]) and best in (
+            tried[0], tried[-1]) else "✓"
         for _, r in rows.sort_values("lr", key=lambda s: s.astype(float)).iterrows():
             lines.append(f"| {label} | {r.lr} | {float(r.seen_loss):.4f} | {float(r.unseen_loss):.4f} | "
-                         f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {'✓' if r.lr == best else ''} |")
+                         f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {pick if r.lr == best else ''} |")
         if extend is not None:
             lines.append(f"| {label} | {extend} | (best so far is at the edge: this rate is added next) | | | | |")
     return "\n".join(lines)

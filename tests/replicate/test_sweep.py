@@ -77,3 +77,20 @@ def test_rows_at_a_rate_no_longer_picked_are_left_out_of_the_tables():
     table = lr_table(pending)
     assert "| MoS | 1e-2 | (best so far is at the edge" in table and "✓" not in table
     assert lr_table(moved).count("✓") == 1 and "| MoS | 1e-2 | 1.3000" in lr_table(moved)
+
+
+def _sweep_frame(losses):
+    df = pd.DataFrame(sweep("VeRA", losses))
+    for col in ("unseen_loss", "arc_easy", "mmlu_cloze"):
+        df[col] = 0.5
+    return df
+
+
+def test_a_pick_at_the_end_of_the_ladder_is_flagged_and_an_interior_one_is_not():
+    top = _sweep_frame({"3e-4": 1.6, "1e-3": 1.5, "3e-3": 1.4, "1e-2": 1.3, "3e-2": 1.2, "1e-1": 1.1})
+    assert sweep_state("VeRA", top.to_dict("records")) == ("1e-1", None)
+    assert "| VeRA | 1e-1 | 1.1000 | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder" in lr_table(top)
+    bottom = _sweep_frame({"1e-4": 1.2, "3e-4": 1.3, "1e-3": 1.5, "3e-3": 1.6})
+    assert "| VeRA | 1e-4 | 1.2000 | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder" in lr_table(bottom)
+    inside = _sweep_frame({"3e-4": 1.6, "1e-3": 1.4, "3e-3": 1.5})
+    assert lr_table(inside).count("✓ |") == 1 and "end of the rate ladder" not in lr_table(inside)

@@ -63,11 +63,11 @@ def lr_table(df: pd.DataFrame) -> str:
     lines = ["| method | lr | held-in loss | unseen-task loss | ARC-Easy | MMLU cloze | picked |", "|---|---|---|---|---|---|---|"]
     for label, rows in sweep.groupby("label", sort=False):
         best, extend = sweep_state(label, rows.to_dict("records"))
-        tried = sorted(rows.lr, key=float)
+        ordered = rows.sort_values("lr", key=lambda s: s.astype(float))
         # A pick at the end of the ladder was not bracketed by a worse rate on that side: say so.
         pick = "✓ (end of the rate ladder: untested beyond)" if best in (LR_LADDER[0], LR_LADDER[-1]) and best in (
-            tried[0], tried[-1]) else "✓"
-        for _, r in rows.sort_values("lr", key=lambda s: s.astype(float)).iterrows():
+            ordered.lr.iloc[0], ordered.lr.iloc[-1]) else "✓"
+        for _, r in ordered.iterrows():
             lines.append(f"| {label} | {r.lr} | {float(r.seen_loss):.4f} | {float(r.unseen_loss):.4f} | "
                          f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {pick if r.lr == best else ''} |")
         if extend is not None:

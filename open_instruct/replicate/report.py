@@ -42,9 +42,13 @@ def paired_delta(df: pd.DataFrame, label: str, ref: str, metric: str) -> str:
     return f"{d.mean():+.4f}" + (f" ± {d.std(ddof=1):.4f}" if len(d) > 1 else "") + f" (n={len(d)})"
 
 
+# Metrics shown as paired differences to the reference row (MMLU letter is at chance at this scale: left out).
+DELTAS = ("seen_loss", "unseen_loss", "arc_easy", "mmlu_cloze")
+
+
 def method_table(df: pd.DataFrame, labels: list[str], ref: str) -> str:
-    head = ["run", "trainable params", "seeds", *[SHOWN[m] for m in METRICS], f"Δ held-in loss vs {ref}",
-            f"Δ ARC-Easy vs {ref}", f"Δ MMLU cloze vs {ref}"]
+    head = ["run", "trainable params", "seeds", *[SHOWN[m] for m in METRICS],
+            *[f"Δ {SHOWN[m]} vs {ref}" for m in DELTAS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         rows = df[df.label == label]
@@ -52,8 +56,7 @@ def method_table(df: pd.DataFrame, labels: list[str], ref: str) -> str:
             continue
         params = int(float(rows.trainable_params.iloc[0] or 0))
         cells = [label, f"{params:,}", str(len(rows)), *[_fmt(rows[m]) for m in METRICS],
-                 paired_delta(df, label, ref, "seen_loss"), paired_delta(df, label, ref, "arc_easy"),
-                 paired_delta(df, label, ref, "mmlu_cloze")]
+                 *[paired_delta(df, label, ref, m) for m in DELTAS]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

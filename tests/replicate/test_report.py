@@ -33,4 +33,17 @@ def test_paired_delta_is_empty_for_the_base_model_and_the_reference_itself():
     assert paired_delta(df, "LoRA r=e", "LoRA r=e", "seen_loss") == ""
     base_line = [line for line in method_table(df, ["base model", "MoS"], "LoRA r=e").splitlines()
                  if line.startswith("| base model")][0]
-    assert base_line.rstrip(" |").endswith("0.5000"), base_line  # the three Δ cells are empty
+    assert base_line.rstrip(" |").endswith("0.5000"), base_line  # the Δ cells are empty
+
+
+def test_method_table_shows_each_paired_difference_under_its_own_header():
+    df = _frame()
+    df.loc[(df.label == "MoS") & (df.seed == 0), "unseen_loss"] = 0.9  # Δ unseen-task: +0.4 (seed 0), 0.0 (seed 1)
+    lines = method_table(df, ["LoRA r=e", "MoS"], "LoRA r=e").splitlines()
+    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    mos = [cell.strip() for cell in next(line for line in lines if line.startswith("| MoS")).strip("|").split("|")]
+    assert len(head) == len(mos)
+    row = dict(zip(head, mos))
+    assert row["Δ held-in loss vs LoRA r=e"] == "+0.2000 ± 0.1414 (n=2)"
+    assert row["Δ unseen-task loss vs LoRA r=e"] == "+0.2000 ± 0.2828 (n=2)"
+    assert row["Δ ARC-Easy vs LoRA r=e"] == "+0.0000 ± 0.0000 (n=2)"

@@ -4,7 +4,9 @@ Rows are ordered so that the most informative come first, and each has a stable 
 say which rows are done:
 
 1. ``regime``     LoRA r=e vs LoRA r=8e, two seeds: is this setting limited by adapter capacity at all?
-2. ``lr``         learning-rate sweeps (3 rates spanning 10x, extended at an edge) of LoRA r=e and MoS, seed 0
+2. ``lr``         learning-rate sweeps (3 rates spanning 10x, extended at an edge), seed 0: LoRA r=e and MoS first,
+                  then the references LoRA r=4e and LoRA r=8e (α stays fixed, so a larger rank has a smaller update
+                  scale α/r: a reference is compared at its own rate, never at another method's)
 3. ``main``       LoRA r=e, MoS, LoRA r=4e, LoRA r=8e, seeds 0 and 1, each at its own best rate
 4. ``baselines``  VeRA, Tied-LoRA, PRoLoRA: sweep on seed 0, then seeds 0 and 1 at the best rate
 5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds
@@ -47,6 +49,7 @@ class Setting:
     eval_batch_size: int = 16
     lora_modules: str = "all"  # the launcher's --lora_modules ("all" = the seven projections, as in the paper)
     extra_env: tuple = field(default_factory=tuple)  # (("VAR", "value"), ...) for the launcher
+    labels: tuple = ()        # only the rows of these methods (a pilot: ("LoRA r=e", "LoRA r=8e")); () = all
 
 
 SETTINGS = {
@@ -107,18 +110,21 @@ def build_grid(s: Setting) -> list[Row]:
     for seed in SEEDS:
         rows.append(Row("regime", "LoRA r=e", seed=seed, lr="1e-3", **lora_e))
         rows.append(Row("regime", "LoRA r=8e", mode="lora", r=8 * e, p=8 * e, e=8 * e, c=1, seed=seed, lr="1e-3"))
-    # 2. learning-rate sweeps of the two methods the claim is about
+    # 2. learning-rate sweeps: the two methods the claim is about, then the larger-rank references
+    refs = {"LoRA r=4e": dict(mode="lora", r=4 * e, p=4 * e, e=4 * e, c=1),
+            "LoRA r=8e": dict(mode="lora", r=8 * e, p=8 * e, e=8 * e, c=1)}
     for lr in LR_SWEEP:
         rows.append(Row("lr", "LoRA r=e", seed=0, lr=lr, **lora_e))
         rows.append(Row("lr", "MoS", seed=0, lr=lr, **mos))
-    # 3. main table (LoRA r=4e and r=8e at LoRA r=e's best rate: same method, larger rank)
+    for label, kw in refs.items():
+        for lr in LR_SWEEP:
+            rows.append(Row("lr", label, seed=0, lr=lr, **kw))
+    # 3. main table, every method at its own best rate
     for seed in SEEDS:
         rows.append(Row("main", "LoRA r=e", seed=seed, lr="best:LoRA r=e", **lora_e))
         rows.append(Row("main", "MoS", seed=seed, lr="best:MoS", **mos))
-        rows.append(Row("main", "LoRA r=4e", mode="lora", r=4 * e, p=4 * e, e=4 * e, c=1, seed=seed,
-                        lr="best:LoRA r=e"))
-        rows.append(Row("main", "LoRA r=8e", mode="lora", r=8 * e, p=8 * e, e=8 * e, c=1, seed=seed,
-                        lr="best:LoRA r=e"))
+        for label, kw in refs.items():
+            rows.append(Row("main", label, seed=seed, lr=f"best:{label}", **kw))
     # 4. the other baselines at (about) the same budget
     baselines = {
         "VeRA": dict(mode="vera", r=s.vera_r, p=0, e=1, c=1),
@@ -143,6 +149,8 @@ def build_grid(s: Setting) -> list[Row]:
     for seed in SEEDS:
         for label, kw in ablations.items():
             rows.append(Row("ablations", label, seed=seed, lr="best:MoS", **kw))
+    if s.labels:
+        rows = [row for row in rows if row.label in s.labels]
     return rows
 
 

@@ -34,6 +34,23 @@ def test_grid_order_and_budget_settings():
     assert len(lrs) >= 3 and max(map(float, lrs)) / min(map(float, lrs)) >= 10
     assert {r.seed for r in rows if r.stage == "main"} == {0, 1}
     assert len({r.row_id for r in rows}) == len(rows)
+    # every method in the main table, the larger-rank references included, is swept and run at its own rate
+    main_labels = {r.label for r in rows if r.stage == "main"}
+    assert {"LoRA r=4e", "LoRA r=8e"} <= main_labels
+    for label in main_labels:
+        assert {r.lr for r in rows if r.stage == "main" and r.label == label} == {f"best:{label}"}
+        assert len({r.lr for r in rows if r.stage == "lr" and r.label == label}) >= 3
+
+
+def test_a_setting_can_restrict_the_grid_to_some_methods():
+    from dataclasses import replace
+
+    pilot = replace(SETTINGS["cpu"], labels=("LoRA r=e", "LoRA r=8e"))
+    rows = build_grid(pilot)
+    assert {r.label for r in rows} == {"LoRA r=e", "LoRA r=8e"}
+    assert {r.stage for r in rows} == {"regime", "lr", "main"}
+    full = [r for r in build_grid(SETTINGS["cpu"]) if r.label in pilot.labels]
+    assert [r.row_id for r in rows] == [r.row_id for r in full]  # the same rows, in the same order
 
 
 @pytest.mark.slow

@@ -76,6 +76,17 @@ class DataTrainingArguments:
         default=1024, metadata={"help": "Held-out examples for evaluation (removed from training)."})
     max_seq_length: int = field(default=512, metadata={"help": "Truncate examples to this many tokens."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Tokenization processes."})
+    train_format: str = field(default="auto", metadata={
+        "help": "'instruction' (messages or prompt/completion records, loss on the replies), 'text' (continued "
+                "pretraining: {\"text\": ...} documents packed into full max_seq_length blocks, loss on every "
+                "token; see open_instruct/data/text.py) or 'auto' (text when the first record is a text record).",
+        "choices": ["auto", "instruction", "text"]})
+    padding_free: bool = field(default=False, metadata={
+        "help": "Padding-free batches: a batch's examples concatenated into one row, position ids restarting per "
+                "example (exact: no token attends across examples; open_instruct/data/collate.py). Launcher: PACKING=1."})
+    supervised_logits: bool = field(default=True, metadata={
+        "help": "Project onto the vocabulary only at positions whose next token is trained (exact: the same loss and "
+                "gradients as the full projection, less work when most tokens are prompt)."})
     chat_format: str = field(default="tulu", metadata={
         "help": "How messages become text: 'tulu' (the original's <|user|>/<|assistant|>) or 'tokenizer' "
                 "(the tokenizer's own chat template).", "choices": ["tulu", "tokenizer"]})
@@ -136,6 +147,9 @@ class TrainingArguments(Seq2SeqTrainingArguments):
         "help": "Allow training into an output_dir that already holds a completed run (its results are replaced)."})
     group_by_length: bool = field(default=False, metadata={"help": "Batch examples of similar length."})
     evaluation_strategy: str | None = field(default=None, metadata={"help": "Old name of eval_strategy."})
+    prediction_loss_only: bool = field(default=True, metadata={
+        "help": "Evaluation computes the loss only (no metric needs the logits, which would be kept for every "
+                "held-out token)."})
 
     def __post_init__(self):
         if self.evaluation_strategy is not None:
@@ -221,6 +235,24 @@ def add_adapter(model, mos_args, seed: int):
 MoSArguments = AdapterArguments  # the name before it was named for what it configures (all five methods)
 
 
+def precision_label(model, training_args) -> str:
+    """How the run computes, for the results files: the base weights' dtype, plus the autocast dtype if any
+    (e.g. "float32", "float32+bf16-autocast", "bfloat16+bf16-autocast")."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    weights = "nf4" if getattr(base, "is_loaded_in_4bit", False) else str(base.dtype).replace("torch.", "")
+    autocast = "+bf16-autocast" if training_args.bf16 else "+fp16-autocast" if training_args.fp16 else ""
+    return weights + autocast
+
+
+def supervised_tokens_seen(trainer, stats: dict) -> int:
+    """Targets (tokens with a loss) the whole run trained on, in expectation: optimizer steps x examples per step
+    x the training set's mean targets per example (exact for text blocks, whose every example has the same count)."""
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    mean = stats["num_train_trainable_tokens"] / max(stats["num_train"], 1)
+    return round(trainer.state.global_step * per_step * mean)
+
+
 def trainable_parameters(model) -> int:
     return model.get_nb_trainable_parameters()[0]
 
@@ -296,9 +328,11 @@ def main(argv: list[str] | None = None, callbacks=None) -> int:
 
 
 def train(model_args, data_args, mos_args, training_args, resume, callbacks=None) -> int:
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import Trainer
 
     from open_instruct.data import prepare_datasets
+    from open_instruct.data.collate import SupervisedLogits, build_collator
+    from open_instruct.data.text import is_text_file, prepare_text_datasets
 
     setup_logging(training_args)
     # Set up the device/process group now: under DeepSpeed ZeRO-3, from_pretrained builds the model inside
@@ -317,14 +351,25 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                 training_args.seed)
 
     tokenizer = expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
+    text_mode = data_args.train_format == "text" or (data_args.train_format == "auto"
+                                                     and is_text_file(data_args.train_file))
+    do_eval = bool(training_args.do_eval and data_args.max_eval_samples)
     with training_args.main_process_first(desc="tokenizing"):
-        train_ds, eval_ds, stats = expected_failures(
-            prepare_datasets, "", data_args.train_file, tokenizer, data_args.max_seq_length,
-            max_eval_samples=data_args.max_eval_samples, seed=42,
-            do_eval=bool(training_args.do_eval and data_args.max_eval_samples),
-            num_proc=data_args.preprocessing_num_workers or 1, max_train_samples=data_args.max_train_samples,
-            chat_format=data_args.chat_format, add_length_column=training_args.group_by_length,
-            eval_fraction_if_too_few=0.1)
+        if text_mode:
+            logger.info("training on plain text (continued pretraining): %s", data_args.train_file)
+            if training_args.train_sampling_strategy == "group_by_length":  # every block has the same length
+                training_args.train_sampling_strategy = "random"
+            train_ds, eval_ds, stats = expected_failures(
+                prepare_text_datasets, "", data_args.train_file, tokenizer, data_args.max_seq_length,
+                max_eval_samples=data_args.max_eval_samples, seed=42, do_eval=do_eval,
+                max_train_samples=data_args.max_train_samples)
+        else:
+            train_ds, eval_ds, stats = expected_failures(
+                prepare_datasets, "", data_args.train_file, tokenizer, data_args.max_seq_length,
+                max_eval_samples=data_args.max_eval_samples, seed=42, do_eval=do_eval,
+                num_proc=data_args.preprocessing_num_workers or 1, max_train_samples=data_args.max_train_samples,
+                chat_format=data_args.chat_format, add_length_column=training_args.group_by_length,
+                eval_fraction_if_too_few=0.1)
     logger.info("data: %s", json.dumps(stats))
 
     model = expected_failures(load_model, f"cannot load the model {model_args.model_name_or_path}", model_args,
@@ -337,10 +382,14 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
 
         logger.info("MoS: %s", mos_report(model))
 
+    collator = build_collator(tokenizer, model, padding_free=data_args.padding_free,
+                              supervised_logits=data_args.supervised_logits and training_args.n_gpu <= 1)
+    batching = {"precision": precision_label(model, training_args), "padding_free": data_args.padding_free,
+                "supervised_logits": isinstance(collator, SupervisedLogits), "text_mode": text_mode}
+    logger.info("batches: %s", json.dumps(batching))
     trainer = Trainer(
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, padding="longest", label_pad_token_id=-100),
-        callbacks=callbacks,
+        data_collator=collator, callbacks=callbacks,
     )
     # read now: by the end of training, save_total_limit may have rotated the resumed-from checkpoint away
     resumed_from_step = checkpoint_step(resume) if resume else 0
@@ -355,7 +404,9 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                                                      metrics["train_loss"], trainer.state.global_step - resumed_from_step)
     # train_runtime covers this process only: with resumed_from_step a reader can tell a resumed run's time apart
     metrics.update(trainable_params=n_trainable, train_samples=len(train_ds),
-                   dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step)
+                   dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step,
+                   train_trainable_tokens=stats["num_train_trainable_tokens"],
+                   supervised_tokens_seen=supervised_tokens_seen(trainer, stats), **batching)
     save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
     trainer.save_metrics("train", metrics)
     trainer.save_state()

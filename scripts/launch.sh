@@ -47,6 +47,8 @@ Environment overrides (defaults = the paper's settings; relative paths are taken
   MAX_STEPS=10000   BATCH_SIZE=16   MAX_SEQ_LENGTH=512   MAX_EVAL_SAMPLES=1024 (held-out examples; a file
   too small for them holds out 10% instead)   EVAL_STEPS=1000   SAVE_STEPS=1000   LOGGING_STEPS=10
   NUM_GPUS=(count of GPU_ID; 0 without CUDA)   USE_QLORA=1 on GPU / 0 on CPU   CHAT_FORMAT=tulu|tokenizer
+  TRAIN_FORMAT=auto|instruction|text (text: continued pretraining on {"text": ...} JSONL, loss on every token)
+  PACKING=0|1 (1: padding-free batches, exact)   PRECISION=bf16 on GPU / fp32 on CPU (bf16 on CPU: autocast)
   EVAL_BATCH_SIZE=$EVAL_BATCH_SIZE_DEFAULT   USE_VLLM=0|1   SKIP_EVAL=0|1   PYTHON=python   REPORT_TO=tensorboard
   EXTRA_ARGS="..." (more finetune_trainer.py flags)   $TASK_EXTRA_ENV
 Runs:
@@ -96,6 +98,11 @@ env_int EVAL_BATCH_SIZE "$EVAL_BATCH_SIZE_DEFAULT" 1
 [ -z "${PREPROCESSING_WORKERS:-}" ] || env_int PREPROCESSING_WORKERS "" 1
 [ -z "${USE_QLORA:-}" ] || env_flag USE_QLORA ""
 env_flag SKIP_EVAL 0; env_flag EVAL_ONLY 0; env_flag DRY_RUN 0; env_flag USE_VLLM 0
+env_flag PACKING 0
+TRAIN_FORMAT=${TRAIN_FORMAT:-auto}
+case "$TRAIN_FORMAT" in auto|instruction|text) ;;
+  *) die "TRAIN_FORMAT must be auto, instruction or text, got '$TRAIN_FORMAT'" ;; esac
+case "${PRECISION:-}" in ""|fp32|bf16) ;; *) die "PRECISION must be fp32 or bf16, got '$PRECISION'" ;; esac
 CHAT_FORMAT=${CHAT_FORMAT:-tulu}
 case "$CHAT_FORMAT" in
   tulu) CHAT_FN=eval.templates.create_prompt_with_tulu_chat_format ;;
@@ -154,7 +161,9 @@ HAS_CUDA=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))" 2>
 if [ "$HAS_CUDA" = 1 ]; then
   NUM_GPUS=${NUM_GPUS:-$(awk -F, '{print NF}' <<<"$GPU")}
   USE_QLORA=${USE_QLORA:-1}
-  DEVICE_ARGS=(--torch_dtype bfloat16 --bf16 True --tf32 True --gradient_checkpointing True)
+  if [ "${PRECISION:-bf16}" = bf16 ]; then DEVICE_ARGS=(--torch_dtype bfloat16 --bf16 True)
+  else DEVICE_ARGS=(--torch_dtype float32 --bf16 False); fi
+  DEVICE_ARGS+=(--tf32 True --gradient_checkpointing True)
   EVAL_DEVICE_ARGS=(--load_in_8bit)
   PREPROCESSING_WORKERS=${PREPROCESSING_WORKERS:-16}
 else
@@ -163,10 +172,18 @@ else
   DEVICE_ARGS=(--torch_dtype float32 --use_cpu True)
   EVAL_DEVICE_ARGS=()
   PREPROCESSING_WORKERS=${PREPROCESSING_WORKERS:-1}
-  echo "[launcher] no CUDA device: training on the CPU in float32 without 4-bit quantization" >&2
+  if [ "${PRECISION:-fp32}" = bf16 ]; then
+    DEVICE_ARGS+=(--bf16 True)  # CPU autocast to bfloat16, float32 master weights
+    echo "[launcher] no CUDA device: training on the CPU with bfloat16 autocast (float32 weights)" >&2
+  else
+    echo "[launcher] no CUDA device: training on the CPU in float32 without 4-bit quantization" >&2
+  fi
 fi
 [ "$USE_QLORA" = 1 ] && QLORA=True || QLORA=False
 VLLM_ARGS=(); [ "$USE_VLLM" = 0 ] || VLLM_ARGS=(--use_vllm)
+DATA_ARGS=()  # only what differs from the trainer's defaults, so the default command stays the original's
+[ "$TRAIN_FORMAT" = auto ] || DATA_ARGS+=(--train_format "$TRAIN_FORMAT")
+[ "$PACKING" = 0 ] || DATA_ARGS+=(--padding_free True)
 
 # What a resume must match (GPU_ID may change between attempts).
 SIGNATURE="launcher=$LAUNCHER_NAME lora_r=$lora_r seed=$seed lr=$lr mode=$mode vec_value=$vec_value vec_std=$vec_std p=$private_r e=$valid_r c=$chunk model=$MODEL"
@@ -234,7 +251,7 @@ if [ "$EVAL_ONLY" = 0 ]; then
     --enable_lora_rotation True --enable_lora_bias False --init2zero_via_vec False --lora_modules all \
     --ft_mode "$mode" --lora_r "$lora_r" --init_lora_A_vec_value "$vec_value" --init_lora_A_vec_std "$vec_std" \
     --valid_param_private_r "$private_r" --valid_param_lora_r "$valid_r" --num_chunk_per_vec "$chunk" \
-    --chat_format "$CHAT_FORMAT" "${DEVICE_ARGS[@]}" \
+    --chat_format "$CHAT_FORMAT" "${DATA_ARGS[@]+"${DATA_ARGS[@]}"}" "${DEVICE_ARGS[@]}" \
     --use_fast_tokenizer False --preprocessing_num_workers "$PREPROCESSING_WORKERS" --group_by_length True \
     --remove_unused_columns True --optim paged_adamw_32bit --lr_scheduler_type linear --warmup_ratio 0.03 \
     --per_device_train_batch_size "$BATCH_SIZE" --gradient_accumulation_steps 1 "${TRAIN_LENGTH[@]}" \

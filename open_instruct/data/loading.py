@@ -58,6 +58,9 @@ def validate_example(record: Any) -> str | None:
             if not isinstance(record[key], str):
                 return f"{key!r} must be a string, got {type(record[key]).__name__}"
         return None
+    if "text" in record:
+        return ("is a plain-text record ({'text': ...}); train on plain text (continued pretraining) with "
+                "--train_format text (launcher: TRAIN_FORMAT=text)")
     return f"needs either 'messages' or 'prompt' and 'completion'; found keys {sorted(record)}"
 
 
@@ -73,8 +76,9 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
-def load_jsonl_examples(path: str | Path) -> list[dict[str, Any]]:
-    """Read a ``.json``/``.jsonl`` training file and validate every record.
+def load_jsonl_examples(path: str | Path, validate=None) -> list[dict[str, Any]]:
+    """Read a ``.json``/``.jsonl`` training file and validate every record (with ``validate``, a function
+    returning what is wrong with a record or None; default :func:`validate_example`).
 
     The file is JSON lines (one object per line; blank lines are skipped). A ``.json`` file whose first
     non-blank character is ``[`` is read as one JSON array of records instead (errors then name the
@@ -82,6 +86,7 @@ def load_jsonl_examples(path: str | Path) -> list[dict[str, Any]]:
     always naming the file and the 1-based line (or record) number. An empty file is an error too.
     """
     path = _check_path(path)
+    validate = validate or validate_example
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -100,7 +105,7 @@ def load_jsonl_examples(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: line {e.lineno}: invalid JSON array: {e.msg}") from None
         for i, record in enumerate(records):
-            problem = validate_example(record)
+            problem = validate(record)
             if problem:
                 raise ValueError(f"{path}: record {i + 1} of the JSON array: {problem}")
             examples.append(record)
@@ -112,7 +117,7 @@ def load_jsonl_examples(path: str | Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            problem = validate_example(record)
+            problem = validate(record)
             if problem:
                 raise ValueError(f"{path}: line {lineno}: {problem}")
             examples.append(record)

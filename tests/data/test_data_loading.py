@@ -48,7 +48,7 @@ def test_bad_json_on_line_3(tmp_path):
     ({"messages": ["hello"]}, "must be an object"),
     ({"prompt": "a"}, "missing 'completion'"),
     ({"prompt": "a", "completion": None}, "'completion' must be a string"),
-    ({"text": "a"}, "needs either 'messages' or 'prompt' and 'completion'"),
+    ({"text": "a"}, "--train_format text"),  # a plain-text record: the message names the text path
     ({"prompt": "a", "completion": "b", "messages": []}, "both"),
     (["not", "an", "object"], "expected a JSON object"),
 ])

@@ -224,6 +224,9 @@ def test_relative_paths_are_taken_from_the_callers_directory(stub, tmp_path):
     ("SKIP_EVAL", "true", "SKIP_EVAL must be 0 or 1"),
     ("NUM_GPUS", "-1", "NUM_GPUS must be an integer >= 0"),
     ("CHAT_FORMAT", "chatml", "CHAT_FORMAT must be tulu or tokenizer"),
+    ("TRAIN_FORMAT", "pretrain", "TRAIN_FORMAT must be auto, instruction or text, got 'pretrain'"),
+    ("PACKING", "yes", "PACKING must be 0 or 1, got 'yes'"),
+    ("PRECISION", "fp16", "PRECISION must be fp32 or bf16, got 'fp16'"),
 ])
 def test_bad_environment_overrides_are_one_line_errors(stub, var, value, needle):
     proc = launch(stub, **{var: value})
@@ -242,6 +245,16 @@ def test_missing_evaluation_data_stops_before_training(stub, launcher, missing):
     assert proc.returncode == 2 and f"evaluation data {path} not found" in proc.stderr
     assert not calls(stub) and not runs(stub)
     assert launch(stub, launcher=launcher, SKIP_EVAL=1).returncode == 0  # training alone does not need it
+
+
+def test_batching_precision_and_text_overrides_reach_the_trainer(stub):
+    assert launch(stub, SKIP_EVAL=1).returncode == 0  # defaults: the original's command, nothing added
+    default = calls(stub)[-1]
+    assert not {"--train_format", "--padding_free", "--bf16"} & set(default)
+    assert launch(stub, SKIP_EVAL=1, TRAIN_FORMAT="text", PACKING=1, PRECISION="bf16").returncode == 0
+    train = calls(stub)[-1]
+    assert flag(train, "--train_format") == "text" and flag(train, "--padding_free") == "True"
+    assert flag(train, "--bf16") == "True" and flag(train, "--torch_dtype") == "float32"  # CPU: autocast only
 
 
 def test_max_eval_samples_zero_turns_held_out_evaluation_off(stub):

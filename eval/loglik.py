@@ -92,6 +92,16 @@ def example_losses(model, tokenizer, examples: Sequence[dict], max_seq_length: i
     return [(-total, count) for total, count in _score(model, sequences, batch_size, desc, disable_tqdm)]
 
 
+def text_losses(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 8,
+                disable_tqdm: bool = False, desc: str = "Held-out text loss") -> list[tuple[float, int]]:
+    """``[(summed cross-entropy over every token after the first, token count), ...]`` for plain-text documents,
+    tokenized as text training does (special tokens, then EOS) and cut to their first ``max_length`` tokens."""
+    from open_instruct.data.text import document_tokens
+
+    sequences = [(ids[:max_length], ids[:max_length]) for ids in document_tokens(list(texts), tokenizer)]
+    return [(-total, count) for total, count in _score(model, sequences, batch_size, desc, disable_tqdm)]
+
+
 def mean_loss(losses: Sequence[tuple[float, int]]) -> float:
     """Token-weighted mean of ``example_losses`` output."""
     tokens = sum(count for _, count in losses)

@@ -18,7 +18,7 @@ export PYTHON HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false T
 MODEL=${MODEL:-models/smollm2-135m-instruct}
 [ -f "$MODEL/config.json" ] || "$PYTHON" -m open_instruct.models fetch-smollm2 --out "$MODEL"
 [ -d data/eval/mmlu/test ] || bash scripts/prepare_eval_data.sh
-"$PYTHON" -m open_instruct.replicate prepare
+"$PYTHON" -m open_instruct.replicate prepare --setting "$SETTING"
 # One thread per run, as many runs as cores (and 4 GiB of free memory each): on 2 cores two 1-thread runs train at
 # 3.6 s/step each, one 2-thread run at 3.6 s/step alone (measured, SmolLM2-135M, batch 4 x 160).
 if [ -z "${PARALLEL:-}" ]; then

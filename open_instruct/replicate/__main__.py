@@ -33,9 +33,11 @@ METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 RUN_COLUMNS = ("run_key", "stage", "label", "mode", "r", "p", "e", "c", "vec_std", "extra_args", "seed", "lr",
                "trainable_params", "train_loss", *METRICS, "seen_loss_n", "unseen_loss_n", "mmlu_n", "arc_easy_n",
                "mmlu_cloze_per_char", "arc_easy_sum", "train_s", "score_s", "setting", "command", "run_dir",
-               "resumed_step", "train_loop_s")
+               "resumed_step", "train_loop_s", "precision", "supervised_tokens")
 # resumed_step: the checkpoint step the last training segment resumed from (0: one uninterrupted segment; empty in
 # rows recorded before it was tracked); train_s and train_loop_s (the Trainer's own loop time) cover that segment.
+# precision: how the run computed (e.g. float32); supervised_tokens: targets trained on over the whole run (steps x
+# batch x the training set's mean targets per example); both empty in rows recorded before they were tracked.
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -130,17 +132,25 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
 
 def default_paths(args) -> dict:
     data = Path(args.data_dir).resolve()  # absolute: the launcher runs from the repository root
-    return {"model": Path(args.model).resolve(), "train_file": data / "processed" / "super_ni" / "super_ni_data.jsonl",
-            "heldout_dir": data / "heldout", "mmlu_dir": Path(args.mmlu_dir).resolve(),
+    kind = SETTINGS[args.setting].data
+    if kind == "superni":
+        train_file, heldout = data / "processed" / "super_ni" / "super_ni_data.jsonl", data / "heldout"
+    else:  # a pilot's data (open_instruct.replicate.pilots)
+        train_file, heldout = data / kind / "train.jsonl", data / kind
+    return {"model": Path(args.model).resolve(), "train_file": train_file,
+            "heldout_dir": heldout, "mmlu_dir": Path(args.mmlu_dir).resolve(),
             "arc_file": Path(args.arc_file).resolve(), "runs_dir": Path(args.runs_dir).resolve() / args.setting,
             "table": Path(args.results_dir).resolve() / args.setting / "runs.csv"}
 
 
-def check_inputs(paths: dict) -> None:
+def check_inputs(paths: dict, s: Setting | None = None) -> None:
+    prepare = f"python -m open_instruct.replicate prepare --setting {s.name}" if s else "python -m open_instruct.replicate prepare"
     needs = {"model": "python -m open_instruct.models fetch-smollm2 --out models/smollm2-135m-instruct (or --model)",
-             "train_file": "python -m open_instruct.replicate prepare", "heldout_dir": "python -m open_instruct.replicate prepare",
+             "train_file": prepare, "heldout_dir": prepare,
              "arc_file": "python -m open_instruct.replicate prepare (or --arc_file)",
              "mmlu_dir": "bash scripts/prepare_eval_data.sh (or --mmlu_dir)"}
+    if s is not None and s.scoring == "loss":  # a pilot scores its held-out loss only
+        needs = {k: v for k, v in needs.items() if k in ("model", "train_file", "heldout_dir")}
     for key, fix in needs.items():
         if not paths[key].exists():
             raise FileNotFoundError(f"{paths[key]} does not exist; run: {fix}")
@@ -168,7 +178,8 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
         results = json.loads((run_dir / "all_results.json").read_text())
         record.update(train_loss=results.get("train_loss"), trainable_params=results.get("trainable_params"),
                       run_dir=repo_relative(str(run_dir)), resumed_step=results.get("resumed_from_step", ""),
-                      train_loop_s=round(results["train_runtime"]) if "train_runtime" in results else "")
+                      train_loop_s=round(results["train_runtime"]) if "train_runtime" in results else "",
+                      precision=results.get("precision", ""), supervised_tokens=results.get("supervised_tokens_seen", ""))
     else:
         record.update(trainable_params=0)
     with TABLE_LOCK:
@@ -207,7 +218,8 @@ def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row,
 def run_one(row: Row, lr: str, key: str, s: Setting, paths: dict) -> None:
     run_dir, command, train_s = train(row, lr, s, paths, key)
     record = score_and_record(row, lr, key, run_dir, command, train_s, s, paths)
-    print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS), flush=True)
+    print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS
+                                                  if record.get(m) not in (None, "")), flush=True)
 
 
 def run_grid(args) -> int:
@@ -216,7 +228,7 @@ def run_grid(args) -> int:
 
     s = SETTINGS[args.setting]
     paths = default_paths(args)
-    check_inputs(paths)
+    check_inputs(paths, s)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -259,7 +271,7 @@ def reproduce(args) -> int:
     print its recorded and new metrics side by side."""
     s = SETTINGS[args.setting]
     paths = default_paths(args)
-    check_inputs(paths)
+    check_inputs(paths, s)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -298,6 +310,12 @@ def prepare(args) -> int:
     from open_instruct.replicate.data import extract_bigbench_tasks
 
     data, cache = Path(args.data_dir), Path(args.cache_dir)
+    kind = SETTINGS[args.setting].data
+    if kind != "superni":  # a pilot: its own data only (scored on its held-out loss, no benchmark needed)
+        from open_instruct.replicate.pilots import PREPARE
+
+        PREPARE[kind](cache, data / kind)
+        return 0
     train_file = data / "processed" / "super_ni" / "super_ni_data.jsonl"
     if not train_file.is_file():
         tasks_dir = extract_bigbench_tasks(fetch("bigbench", cache), cache / "bigbench_tasks")

@@ -50,6 +50,9 @@ class Setting:
     lora_modules: str = "all"  # the launcher's --lora_modules ("all" = the seven projections, as in the paper)
     extra_env: tuple = field(default_factory=tuple)  # (("VAR", "value"), ...) for the launcher
     labels: tuple = ()        # only the rows of these methods (a pilot: ("LoRA r=e", "LoRA r=8e")); () = all
+    stages: tuple = ()        # only these stages (a pilot: ("lr", "main")); () = all
+    data: str = "superni"     # training data: superni (BIG-bench -> SuperNI path), math or german (pilots.py)
+    scoring: str = "full"     # full: every metric of score.py; loss: the held-out loss only (seen_loss)
 
 
 SETTINGS = {
@@ -60,6 +63,15 @@ SETTINGS = {
     # capacity-limited regime if "cpu" shows LoRA r=e ~ LoRA r=8e (run `--stages regime` on both first).
     "cpu_qv": Setting("cpu_qv", max_steps=600, batch_size=4, max_seq_length=160, tied_lora_r=46,
                       lora_modules="q_proj,v_proj"),
+    # Regime pilots (LoRA r=e vs LoRA r=8e, each at its own rate, two seeds), ~1 h of one core per run, fp32.
+    # Long supervised answers: MATH solutions at sequence 512 (~900 targets per step, ~0.32 M per run).
+    "pilot_math": Setting("pilot_math", max_steps=360, batch_size=4, max_seq_length=512, data="math",
+                          scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"),
+                          eval_batch_size=8),
+    # Continued pretraining on German text, loss on every token: 400 steps x 4 x 256 = 0.41 M targets, one pass.
+    "pilot_de": Setting("pilot_de", max_steps=400, batch_size=4, max_seq_length=256, data="german",
+                        scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"),
+                        eval_batch_size=8, extra_env=(("TRAIN_FORMAT", "text"),)),
     # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
     # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
     "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,
@@ -68,6 +80,10 @@ SETTINGS = {
     "tiny": Setting("tiny", max_steps=2, batch_size=2, max_seq_length=64, e=2, mos_r=3, mos_p=1, mos_c=2,
                     tied_lora_r=4, vera_r=8, seen_per_task=1, unseen_max=4, mmlu_per_subject=1, arc_easy_n=4,
                     eval_batch_size=4, extra_env=(("MAX_EVAL_SAMPLES", "4"),)),
+    # The test suite's reduced pilot: continued pretraining on text, held-out loss only.
+    "tiny_text": Setting("tiny_text", max_steps=2, batch_size=2, max_seq_length=32, e=2, data="german",
+                         scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"), eval_batch_size=4,
+                         extra_env=(("MAX_EVAL_SAMPLES", "4"), ("TRAIN_FORMAT", "text"))),
 }
 
 
@@ -151,6 +167,8 @@ def build_grid(s: Setting) -> list[Row]:
             rows.append(Row("ablations", label, seed=seed, lr="best:MoS", **kw))
     if s.labels:
         rows = [row for row in rows if row.label in s.labels]
+    if s.stages:
+        rows = [row for row in rows if row.stage in s.stages]
     return rows
 
 

@@ -149,6 +149,35 @@ def runs_table(df: pd.DataFrame, max_steps: int) -> str:
     return "\n".join(lines)
 
 
+DECIDE_NATS = 0.03  # a regime decides when LoRA r=8e beats LoRA r=e by this much held-out loss in every seed ...
+DECIDE_SPREADS = 3  # ... and by this many times the paired spread
+
+
+def capacity_verdict(df: pd.DataFrame) -> str:
+    """Does adapter capacity decide in this setting? LoRA r=8e against LoRA r=e, each at its own rate (main stage),
+    paired by seed on held-out loss: it decides when every seed's Δ ≤ -DECIDE_NATS and |mean Δ| ≥ DECIDE_SPREADS x
+    the std of the Δs (two seeds at least)."""
+    main = df[df.stage == "main"]
+    a = main[main.label == "LoRA r=8e"].set_index("seed")["seen_loss"].astype(float)
+    b = main[main.label == "LoRA r=e"].set_index("seed")["seen_loss"].astype(float)
+    both = a.index.intersection(b.index)
+    if len(both) < 2:
+        return (f"Not decided yet: LoRA r=8e and LoRA r=e, each at its own rate, have {len(both)} paired seed(s) of "
+                "the two needed.")
+    d = (a[both] - b[both]).sort_index()
+    mean, std = d.mean(), d.std(ddof=1)
+    decides = bool((d <= -DECIDE_NATS).all() and abs(mean) >= DECIDE_SPREADS * std)
+    tokens = main.get("supervised_tokens", pd.Series(dtype=float)).pipe(pd.to_numeric, errors="coerce").dropna()
+    per_seed = ", ".join(f"seed {seed}: {x:+.4f}" for seed, x in d.items())
+    lines = [f"Held-out loss, LoRA r=8e − LoRA r=e (paired by seed, each at its own rate): {mean:+.4f} ± {std:.4f} "
+             f"({per_seed}).",
+             f"**{'Decides' if decides else 'Does not decide'}**: the rule is every seed ≤ −{DECIDE_NATS} nats and "
+             f"|mean| ≥ {DECIDE_SPREADS}× the paired spread ({DECIDE_SPREADS * std:.4f})."]
+    if not tokens.empty:
+        lines.append(f"Supervised tokens per run: {tokens.mean():,.0f} (targets trained on, in expectation).")
+    return "\n".join(lines)
+
+
 PLOT_ORDER = ("LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e")
 
 
@@ -199,6 +228,8 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              f"{len(everything)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
              f"{setting.name}`.", "", "## Regime check: is LoRA r=8e better than LoRA r=e here?", "",
              method_table(df[df.stage == "regime"], ["LoRA r=e", "LoRA r=8e"], "LoRA r=e"), "",
+             "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
+             capacity_verdict(df), "",
              "## Main table (each method at its best learning rate)", "",
              method_table(df[df.stage.isin(["main", "baselines", "base"])],
                           ["base model", "LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e"],

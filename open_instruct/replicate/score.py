@@ -48,6 +48,17 @@ def score_run(model_path: str, adapter_path: str | None, data: dict[str, Path], 
     model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right",
                                                 device_map=None)
     out: dict[str, float | int] = {}
+    if setting.scoring == "loss":  # a pilot: the held-out loss only
+        rows = read_jsonl_file(data["heldout_dir"] / "heldout.jsonl")
+        if setting.data == "german":
+            from eval.loglik import text_losses
+
+            losses = text_losses(model, tokenizer, [r["text"] for r in rows], setting.max_seq_length,
+                                 batch_size=setting.eval_batch_size, desc="held-out documents")
+        else:
+            losses = example_losses(model, tokenizer, rows, setting.max_seq_length, chat_format,
+                                    batch_size=setting.eval_batch_size, desc="held-out problems")
+        return {"seen_loss": mean_loss(losses), "seen_loss_n": len(rows)}
     seen = seen_subset(read_jsonl_file(data["heldout_dir"] / "seen_tasks.jsonl"), setting.seen_per_task)
     unseen = fixed_subset(read_jsonl_file(data["heldout_dir"] / "unseen_tasks.jsonl"), setting.unseen_max)
     for name, rows in (("seen_loss", seen), ("unseen_loss", unseen)):

@@ -37,7 +37,7 @@ def adapted(arch, method, tokenizer):
                                                           lora_dropout=0.0, init_lora_weights=False))
     model = model.double()
     with torch.no_grad():  # B starts at zero: move it so that every adapter parameter has a gradient
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     return model.train()

@@ -20,7 +20,9 @@ from eval.utils import (
     input_device,
     load_hf_lm,
     load_vllm_model,
+    model_dtype,
     parse_eval_args,
+    shared_prefix,
 )
 
 
@@ -32,7 +34,8 @@ def _vllm_engine(args):
 
 
 def _hf_model(args):
-    return load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit)
+    return load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
+                      dtype=model_dtype(args))
 
 
 def greedy_outputs(args, prompts: list[str], tokenizer, max_new_tokens: int, stop: list[str] | None,
@@ -44,7 +47,8 @@ def greedy_outputs(args, prompts: list[str], tokenizer, max_new_tokens: int, sto
         return generate_with_vllm(llm, prompts, max_new_tokens, stop, lora_request)
     model = model if model is not None else _hf_model(args)
     return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
-                                max_new_tokens=max_new_tokens, stop_sequences=stop, desc=desc)
+                                max_new_tokens=max_new_tokens, stop_sequences=stop, desc=desc,
+                                shared_prefix=shared_prefix(args))
 
 
 @torch.inference_mode()

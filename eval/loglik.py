@@ -56,12 +56,61 @@ def _score(model, sequences: list[tuple[list[int], list[int]]], batch_size: int,
     return results
 
 
+def _groups(contexts: Sequence[str]) -> list[list[int]]:
+    """Runs of consecutive indices with the same context (a question's answer choices)."""
+    groups: list[list[int]] = []
+    for i, context in enumerate(contexts):
+        if groups and contexts[groups[-1][0]] == context:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+@torch.inference_mode()
+def _score_shared(model, sequences, groups: list[list[int]], pad_id: int, batch_size: int, desc: str,
+                  disable_tqdm: bool) -> list[tuple[float, int]]:
+    """``_score`` for groups of sequences sharing a context: each group's common token prefix (up to the token
+    before its first target) is run once, as a prefix cache, and its sequences continue from it."""
+    from eval.prefix_cache import PrefixCache, shared_prefix_length
+
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    plans = []  # (group, prefix length)
+    for group in groups:
+        first_target = min(next(i for i, x in enumerate(sequences[j][1]) if x != -100) for j in group)
+        plans.append((group, min(shared_prefix_length([sequences[j][0] for j in group]), first_target - 1)))
+    batches, current = [], []
+    for plan in plans:
+        if current and sum(len(g) for g, _ in current) + len(plan[0]) > batch_size:
+            batches.append(current)
+            current = []
+        current.append(plan)
+    batches += [current] if current else []
+    device = input_device(model)
+    for batch in tqdm(batches, desc=desc, disable=disable_tqdm, leave=False):
+        cached = PrefixCache(model, [sequences[g[0]][0][:n] for g, n in batch], pad_id, device)
+        rows = [(k, j, n) for k, (g, n) in enumerate(batch) for j in g]
+        logits, mask = cached.forward([k for k, _, _ in rows], [sequences[j][0][n:] for _, j, n in rows], pad_id)
+        width = mask.shape[1]
+        for r, (_, j, n) in enumerate(rows):
+            ids, labels = sequences[j][0][n:], sequences[j][1][n:]
+            offset = width - len(ids)  # left padding
+            keep = [k for k in range(1, len(ids)) if labels[k] != -100]
+            positions = torch.tensor([offset + k - 1 for k in keep], device=logits.device)
+            targets = torch.tensor([ids[k] for k in keep], device=logits.device)
+            logp = torch.log_softmax(logits[r, positions].float(), dim=-1).gather(-1, targets[:, None])
+            results[j] = (logp.sum().item(), len(keep))
+    return results
+
+
 def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
                           max_length: int | None = None, disable_tqdm: bool = False,
-                          desc: str = "Log-likelihood") -> list[tuple[float, int]]:
+                          desc: str = "Log-likelihood", shared_prefix: bool = True) -> list[tuple[float, int]]:
     """``[(sum log p(continuation | context), number of continuation tokens), ...]``.
 
-    With ``max_length``, contexts are cut from the left so that context + continuation fit.
+    With ``max_length``, contexts are cut from the left so that context + continuation fit. With
+    ``shared_prefix``, consecutive pairs with the same context (a question's choices) share one prefix cache
+    (``eval.prefix_cache``): the context runs once per question instead of once per choice.
     """
     sequences = []
     for context, continuation in pairs:
@@ -76,7 +125,21 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[str, str]], ba
             cut = len(full) - max_length
             full, n_ctx = full[cut:], max(n_ctx - cut, 1)
         sequences.append((full, [-100] * n_ctx + full[n_ctx:]))
+    groups = _groups([context for context, _ in pairs])
+    if shared_prefix and len(groups) < len(pairs) and _can_share(model):
+        shared = [g for g in groups if len(g) > 1]
+        out = _score_shared(model, sequences, shared, tokenizer.pad_token_id or 0, batch_size, desc, disable_tqdm)
+        alone = [g[0] for g in groups if len(g) == 1]
+        for i, result in zip(alone, _score(model, [sequences[i] for i in alone], batch_size, desc, disable_tqdm)):
+            out[i] = result
+        return out
     return _score(model, sequences, batch_size, desc, disable_tqdm)
+
+
+def _can_share(model) -> bool:
+    from eval.prefix_cache import cache_argument
+
+    return cache_argument(model) is not None and accepts_argument(model, "position_ids")
 
 
 def example_losses(model, tokenizer, examples: Sequence[dict], max_seq_length: int, chat_format: str = "tulu",

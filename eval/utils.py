@@ -220,33 +220,79 @@ def accepts_argument(model, name: str) -> bool:
     return name in inspect.signature(base.forward).parameters
 
 
+def prefix_plan(model, tokenizer, prompts: list[str], add_special_tokens: bool = True, enabled: bool = True):
+    """How to run ``prompts``: ``[(PrefixCache or None, prompt indices, their remaining tokens or None), ...]``.
+
+    Consecutive prompts that share a long enough token prefix (a task's few-shot exemplars) form a group whose
+    prefix is computed once (eval/prefix_cache.py); the other prompts go, together, through the plain path (cache
+    None). Without ``enabled``, or for a model that takes no KV cache, everything takes the plain path."""
+    from eval.prefix_cache import MIN_SHARED_TOKENS, PrefixCache, cache_argument, shared_prefix_length
+
+    plain = [(None, list(range(len(prompts))), None)]
+    if not enabled or len(prompts) < 2 or cache_argument(model) is None or not accepts_argument(model, "position_ids"):
+        return plain
+    ids = tokenizer(prompts, add_special_tokens=add_special_tokens).input_ids
+    groups: list[tuple[list[int], int]] = []  # (indices, their common prefix length: min of each with the first)
+    for i in range(len(ids)):
+        if groups:
+            group, now = groups[-1]
+            joined = shared_prefix_length([ids[group[0]], ids[i]])
+            if joined >= MIN_SHARED_TOKENS and (len(group) == 1 or joined >= now // 2):
+                groups[-1] = (group + [i], min(now, joined))
+                continue
+        groups.append(([i], len(ids[i]) - 1))
+    plan, alone = [], []
+    for group, n in groups:
+        if len(group) < 2 or n < MIN_SHARED_TOKENS:
+            alone += group
+            continue
+        cache = PrefixCache(model, [ids[group[0]][:n]], tokenizer.pad_token_id, input_device(model))
+        plan.append((cache, group, [ids[j][n:] for j in group]))
+    return plan + ([(None, alone, None)] if alone else [])
+
+
+def _batches(plan, batch_size: int):
+    """``(cache, indices, suffixes)`` batches of at most ``batch_size`` rows, each within one group of ``plan``."""
+    for cache, indices, suffixes in plan:
+        for start in range(0, len(indices), batch_size):
+            yield cache, indices[start:start + batch_size], suffixes[start:start + batch_size] if suffixes else None
+
+
 @torch.inference_mode()
 def get_next_word_predictions(model, tokenizer, prompts: list[str], candidate_token_ids: list[int] | None = None,
                               batch_size: int = 1, add_special_tokens: bool = True, disable_tqdm: bool = False,
-                              desc: str = "Scoring"):
+                              desc: str = "Scoring", shared_prefix: bool = True):
     """Next-token probabilities at the last position of each prompt, batched with left padding.
 
     The softmax is over the whole vocabulary; with ``candidate_token_ids`` the returned probabilities are
     those columns (not renormalised) and the prediction is the argmax among them, as in open-instruct.
+    With ``shared_prefix`` a common token prefix of consecutive prompts (a subject's few-shot examples) is computed
+    once and its KV cache reused for every batch (``eval.prefix_cache``; the same numbers to float rounding).
     Returns ``(prediction_indices, probabilities)`` as Python lists.
     """
     if tokenizer.padding_side != "left":
         raise ValueError("get_next_word_predictions needs tokenizer.padding_side == 'left' (see load_tokenizer).")
     device = input_device(model)
     pass_positions = accepts_argument(model, "position_ids")
-    predictions, probs = [], []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=disable_tqdm, leave=False):
-        batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt",
-                          add_special_tokens=add_special_tokens).to(device)
-        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if pass_positions:
-            kwargs["position_ids"] = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits = model(**kwargs).logits[:, -1, :].float()
-        batch_probs = torch.softmax(logits, dim=-1)
-        if candidate_token_ids is not None:
-            batch_probs = batch_probs[:, candidate_token_ids]
-        predictions += batch_probs.argmax(dim=-1).tolist()
-        probs += batch_probs.tolist()
+    plan = prefix_plan(model, tokenizer, prompts, add_special_tokens, shared_prefix)
+    predictions, probs = [None] * len(prompts), [None] * len(prompts)
+    with tqdm(total=len(prompts), desc=desc, disable=disable_tqdm, leave=False) as bar:
+        for cached, indices, suffixes in _batches(plan, batch_size):
+            if cached is not None:
+                logits = cached.forward([0] * len(indices), suffixes, tokenizer.pad_token_id, logits_to_keep=1)[0]
+            else:
+                batch = tokenizer([prompts[i] for i in indices], padding="longest", return_tensors="pt",
+                                  add_special_tokens=add_special_tokens).to(device)
+                kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+                if pass_positions:
+                    kwargs["position_ids"] = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                logits = model(**kwargs).logits
+            batch_probs = torch.softmax(logits[:, -1, :].float(), dim=-1)
+            if candidate_token_ids is not None:
+                batch_probs = batch_probs[:, candidate_token_ids]
+            for i, pred, row in zip(indices, batch_probs.argmax(dim=-1).tolist(), batch_probs.tolist()):
+                predictions[i], probs[i] = pred, row
+            bar.update(len(indices))
     return predictions, probs
 
 
@@ -261,26 +307,36 @@ def _cut_at_stop(text: str, stop_sequences) -> str:
 @torch.inference_mode()
 def generate_completions(model, tokenizer, prompts: list[str], batch_size: int = 1, max_new_tokens: int = 50,
                          stop_sequences: list[str] | None = None, add_special_tokens: bool = True,
-                         disable_tqdm: bool = False, desc: str = "Generating") -> list[str]:
+                         disable_tqdm: bool = False, desc: str = "Generating", shared_prefix: bool = True) -> list[str]:
     """Greedy generation, batched with left padding; returns only the new text of each prompt, stripped.
 
     Generation of a sequence stops at eos or at any of ``stop_sequences``, and the text is cut before the
-    first stop sequence (like vLLM's ``stop``).
+    first stop sequence (like vLLM's ``stop``). With ``shared_prefix`` the prompts' common token prefix (the
+    few-shot exemplars) is computed once and its KV cache handed to every ``generate`` call (eval.prefix_cache).
     """
     if tokenizer.padding_side != "left":
         raise ValueError("generate_completions needs tokenizer.padding_side == 'left' (see load_tokenizer).")
     device = input_device(model)
-    outputs = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=disable_tqdm, leave=False):
-        batch = tokenizer(prompts[start:start + batch_size], padding="longest", return_tensors="pt",
-                          add_special_tokens=add_special_tokens).to(device)
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        if stop_sequences:
-            kwargs.update(stop_strings=list(stop_sequences), tokenizer=tokenizer)
-        generated = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        new_tokens = generated[:, batch.input_ids.shape[1]:]
+    plan = prefix_plan(model, tokenizer, prompts, add_special_tokens, shared_prefix)
+    outputs: list[str] = [""] * len(prompts)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    if stop_sequences:
+        kwargs.update(stop_strings=list(stop_sequences), tokenizer=tokenizer)
+    bar = tqdm(total=len(prompts), desc=desc, disable=disable_tqdm, leave=False)
+    for cached, indices, suffixes in _batches(plan, batch_size):
+        if cached is not None:
+            inputs = cached.generate_inputs([0] * len(indices), suffixes, tokenizer.pad_token_id)
+        else:
+            batch = tokenizer([prompts[i] for i in indices], padding="longest", return_tensors="pt",
+                              add_special_tokens=add_special_tokens).to(device)
+            inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        generated = model.generate(**inputs, **kwargs)
+        new_tokens = generated[:, inputs["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        outputs += [_cut_at_stop(text, stop_sequences).strip() for text in texts]
+        for i, text in zip(indices, texts):
+            outputs[i] = _cut_at_stop(text, stop_sequences).strip()
+        bar.update(len(indices))
+    bar.close()
     return outputs
 
 
@@ -303,10 +359,25 @@ def add_model_arguments(ap, batch_help: str = "prompts per forward pass", many_a
     ap.add_argument("--eval_batch_size", type=int, default=1, help=batch_help)
     ap.add_argument("--load_in_8bit", action="store_true", help="8-bit weights (bitsandbytes, CUDA only; on a "
                     "machine without a GPU a warning is printed and the model is loaded unquantized)")
+    ap.add_argument("--torch_dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="dtype of the model weights (default: the checkpoint's); bfloat16 is fast on a GPU and on "
+                    "CPUs with native bf16 (avx512_bf16/AMX), much slower than float32 on CPUs without it")
+    ap.add_argument("--no_shared_prefix", action="store_true", help="recompute prompts' common prefix (few-shot "
+                    "examples) for every prompt instead of reusing its KV cache (the numbers are the same)")
     ap.add_argument("--use_chat_format", action="store_true", help="wrap each prompt in the chat format")
     ap.add_argument("--chat_formatting_function", default="eval.templates.create_prompt_with_tulu_chat_format",
                     help="dotted path of the formatting function, or a short name: tulu, tokenizer "
                     "(the tokenizer's own chat template)")
+
+
+def model_dtype(args):
+    """The ``--torch_dtype`` of an evaluator's arguments as ``from_pretrained`` takes it ("auto" or a torch dtype)."""
+    name = getattr(args, "torch_dtype", "auto")
+    return name if name == "auto" else getattr(torch, name)
+
+
+def shared_prefix(args) -> bool:
+    return not getattr(args, "no_shared_prefix", False)
 
 
 def parse_eval_args(parser, argv=None):

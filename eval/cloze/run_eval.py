@@ -28,7 +28,15 @@ import pandas as pd
 
 from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, run_cli
 from eval.loglik import continuation_logprobs
-from eval.utils import DATA_HINT, add_model_arguments, load_hf_lm_and_tokenizer, parse_eval_args, require_file
+from eval.utils import (
+    DATA_HINT,
+    add_model_arguments,
+    load_hf_lm_and_tokenizer,
+    model_dtype,
+    parse_eval_args,
+    require_file,
+    shared_prefix,
+)
 
 TASKS = ("mmlu", "arc_easy")
 
@@ -80,10 +88,11 @@ def arc_questions(data_file: Path, n_instances: int | None) -> list[dict]:
     return questions
 
 
-def score(model, tokenizer, questions: list[dict], batch_size: int) -> tuple[dict, list[dict]]:
+def score(model, tokenizer, questions: list[dict], batch_size: int, shared_prefix: bool = True) -> tuple[dict, list[dict]]:
     """Score every choice of every question; returns (metrics, per-question rows)."""
     pairs = [(q["context"], " " + choice) for q in questions for choice in q["choices"]]
-    logprobs = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc="Cloze choices")
+    logprobs = continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size, desc="Cloze choices",
+                                     shared_prefix=shared_prefix)
     rows, k, hits, hits_char = [], 0, 0, 0
     for q in questions:
         lp = [logprobs[k + j][0] for j in range(len(q["choices"]))]
@@ -108,8 +117,8 @@ def run(args) -> dict:
     model, tokenizer = load_hf_lm_and_tokenizer(args.model_name_or_path, args.tokenizer_name_or_path,
                                                 adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
                                                 use_fast_tokenizer=not args.use_slow_tokenizer,
-                                                padding_side="right")
-    metrics, rows = score(model, tokenizer, questions, args.eval_batch_size)
+                                                padding_side="right", dtype=model_dtype(args))
+    metrics, rows = score(model, tokenizer, questions, args.eval_batch_size, shared_prefix(args))
     metrics["task"] = args.task
     save_dir.mkdir(parents=True, exist_ok=True)
     with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as fout:

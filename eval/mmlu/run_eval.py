@@ -45,9 +45,11 @@ from eval.utils import (
     get_next_word_predictions,
     iter_adapter_models,
     load_hf_lm_and_tokenizer,
+    model_dtype,
     parse_eval_args,
     read_adapter_config,
     require_file,
+    shared_prefix,
 )
 
 CHOICES = ["A", "B", "C", "D"]
@@ -110,12 +112,13 @@ def answer_choice_ids(tokenizer) -> list[int]:
 # ----------------------------------------------------------------------------------------------- scoring
 
 def eval_subject(model, tokenizer, subject: str, dev_df, test_df, ntrain: int, chat_fn=None, batch_size: int = 1,
-                 max_prompt_tokens: int = MAX_PROMPT_TOKENS):
+                 max_prompt_tokens: int = MAX_PROMPT_TOKENS, shared_prefix: bool = True):
     """Score one subject. Returns ``(correct: bool array, probs: (n, 4) array)``."""
     prompts = [build_prompt(dev_df, test_df, i, subject, ntrain, tokenizer, chat_fn, max_prompt_tokens)
                for i in range(test_df.shape[0])]
     pred_indices, probs = get_next_word_predictions(model, tokenizer, prompts, answer_choice_ids(tokenizer),
-                                                    batch_size=batch_size, desc=subject)
+                                                    batch_size=batch_size, desc=subject,
+                                                    shared_prefix=shared_prefix)
     answers = test_df.iloc[:, -1].astype(str).str.strip().to_numpy()
     correct = np.array([CHOICES[p] == a for p, a in zip(pred_indices, answers)], dtype=bool)
     return correct, np.array(probs, dtype=np.float64).reshape(len(prompts), len(CHOICES))
@@ -217,7 +220,7 @@ def run(args) -> dict:
     print(f"Loading {args.model_name_or_path}" + (f" with adapter(s) {', '.join(adapters)}" if adapters else ""))
     model, tokenizer = load_hf_lm_and_tokenizer(
         args.model_name_or_path, args.tokenizer_name_or_path, load_in_8bit=args.load_in_8bit,
-        use_fast_tokenizer=not args.use_slow_tokenizer)
+        use_fast_tokenizer=not args.use_slow_tokenizer, dtype=model_dtype(args))
     if not adapters:
         return evaluate(args, model, tokenizer, splits, chat_fn, save_dirs[0])
     for (adapter, adapter_model), save_dir in zip(iter_adapter_models(model, adapters), save_dirs):
@@ -235,7 +238,7 @@ def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path) -> d
         if args.n_instances and args.n_instances < test_df.shape[0]:
             test_df = test_df.sample(args.n_instances, random_state=42)
         correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
-                                      args.eval_batch_size, args.max_prompt_tokens)
+                                      args.eval_batch_size, args.max_prompt_tokens, shared_prefix(args))
         correct_by_subject[subject] = correct
         tqdm.write(f"Average accuracy {correct.mean():.3f} - {subject}")
         test_df = test_df.copy()

@@ -52,9 +52,11 @@ from eval.utils import (
     load_hf_lm,
     load_tokenizer,
     load_vllm_model,
+    model_dtype,
     parse_eval_args,
     read_adapter_config,
     require_file,
+    shared_prefix,
 )
 
 DEV_FILE = "tydiqa-goldp-v1.1-dev.json"
@@ -170,9 +172,10 @@ def generate(args, prompts: list[str], tokenizer, adapter: str | None = None, mo
             llm, lora_request = engine
             return generate_with_vllm(llm, prompts, MAX_NEW_TOKENS, stop, lora_request)
     if model is None:
-        model = load_hf_lm(args.model_name_or_path, adapter_path=adapter, load_in_8bit=args.load_in_8bit)
+        model = load_hf_lm(args.model_name_or_path, adapter_path=adapter, load_in_8bit=args.load_in_8bit,
+                           dtype=model_dtype(args))
     return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
-                                max_new_tokens=MAX_NEW_TOKENS, stop_sequences=stop)
+                                max_new_tokens=MAX_NEW_TOKENS, stop_sequences=stop, shared_prefix=shared_prefix(args))
 
 
 def run(args) -> dict:
@@ -207,7 +210,7 @@ def run(args) -> dict:
         for adapter, save_dir in zip(adapters or [None], save_dirs):
             metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter), save_dir)
         return metrics
-    base = load_hf_lm(args.model_name_or_path, load_in_8bit=args.load_in_8bit)
+    base = load_hf_lm(args.model_name_or_path, load_in_8bit=args.load_in_8bit, dtype=model_dtype(args))
     for (adapter, model), save_dir in zip(iter_adapter_models(base, adapters), save_dirs):
         print(f"Adapter {adapter} -> {save_dir}")
         metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter, model), save_dir)

@@ -211,3 +211,20 @@ def test_gpu_check_script_runs_and_skips_each_gpu_part_without_cuda(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_throughput_bench_smoke_run_keeps_exact_variants_exact(tmp_path):
+    """bench/throughput.py --quick on a tiny model: every exact variant ends at today's loss (it measures speed,
+    so the comparison must be of the same computation)."""
+    bench = _load_script("throughput")
+    out_json = tmp_path / "rows.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["train", "--quick", "--threads", "1", "--json", str(out_json)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(out_json.read_text())
+    by = {r["variant"]: r for r in rows}
+    assert {"fp32 padded (today)", "+ supervised logits", "padding-free + supervised logits"} <= set(by)
+    for name in ("+ supervised logits", "padding-free + supervised logits"):
+        assert abs(by[name]["loss_delta"]) < 1e-4 and by[name]["tokens_per_s"] > 0

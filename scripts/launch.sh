@@ -48,7 +48,7 @@ Environment overrides (defaults = the paper's settings; relative paths are taken
   too small for them holds out 10% instead)   EVAL_STEPS=1000   SAVE_STEPS=1000   LOGGING_STEPS=10
   NUM_GPUS=(count of GPU_ID; 0 without CUDA)   USE_QLORA=1 on GPU / 0 on CPU   CHAT_FORMAT=tulu|tokenizer
   TRAIN_FORMAT=auto|instruction|text (text: continued pretraining on {"text": ...} JSONL, loss on every token)
-  PACKING=0|1 (1: padding-free batches, exact)   PRECISION=bf16 on GPU / fp32 on CPU (bf16 on CPU: autocast)
+  PACKING=0|1 (1: padding-free batches, exact)   PRECISION=bf16|fp32 (default: bf16 on GPU, fp32 on CPU)
   EVAL_BATCH_SIZE=$EVAL_BATCH_SIZE_DEFAULT   USE_VLLM=0|1   SKIP_EVAL=0|1   PYTHON=python   REPORT_TO=tensorboard
   EXTRA_ARGS="..." (more finetune_trainer.py flags)   $TASK_EXTRA_ENV
 Runs:
@@ -169,13 +169,18 @@ if [ "$HAS_CUDA" = 1 ]; then
 else
   NUM_GPUS=0
   USE_QLORA=${USE_QLORA:-0}
-  DEVICE_ARGS=(--torch_dtype float32 --use_cpu True)
-  EVAL_DEVICE_ARGS=()
   PREPROCESSING_WORKERS=${PREPROCESSING_WORKERS:-1}
   if [ "${PRECISION:-fp32}" = bf16 ]; then
-    DEVICE_ARGS+=(--bf16 True)  # CPU autocast to bfloat16, float32 master weights
-    echo "[launcher] no CUDA device: training on the CPU with bfloat16 autocast (float32 weights)" >&2
+    # As on a GPU: frozen base weights in bfloat16, the trainable adapter in float32, autocast to bfloat16.
+    DEVICE_ARGS=(--torch_dtype bfloat16 --use_cpu True --bf16 True)
+    EVAL_DEVICE_ARGS=(--torch_dtype bfloat16)
+    echo "[launcher] no CUDA device: training and evaluating on the CPU in bfloat16 (adapter weights float32)" >&2
+    grep -qsE 'avx512_bf16|amx_bf16' /proc/cpuinfo \
+      || echo "[launcher] warning: this CPU has no native bfloat16 (avx512_bf16/AMX): PRECISION=bf16 is far slower" \
+              "here than PRECISION=fp32" >&2
   else
+    DEVICE_ARGS=(--torch_dtype float32 --use_cpu True)
+    EVAL_DEVICE_ARGS=()
     echo "[launcher] no CUDA device: training on the CPU in float32 without 4-bit quantization" >&2
   fi
 fi

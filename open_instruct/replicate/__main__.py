@@ -156,6 +156,27 @@ def check_inputs(paths: dict, s: Setting | None = None) -> None:
             raise FileNotFoundError(f"{paths[key]} does not exist; run: {fix}")
 
 
+def native_bf16() -> bool:
+    """Whether bfloat16 is fast here: a CUDA device, or a CPU with native bf16 matmuls (avx512_bf16 / AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(s: Setting) -> None:
+    """A setting that trains in bf16 runs only where bf16 is fast: every row of its table shares one precision,
+    and without native bf16 a CPU computes it many times slower than float32."""
+    if dict(s.extra_env).get("PRECISION") == "bf16" and not native_bf16():
+        raise ValueError(f"setting {s.name} trains in bfloat16 (PRECISION=bf16, recorded in every row) and this "
+                         "machine has no native bf16 (no CUDA, no avx512_bf16/AMX in the CPU): run it on a machine "
+                         "that has, or run another setting here")
+
+
 def score(key: str, run_dir: Path | None, s: Setting, paths: dict) -> dict:
     """The metrics of one run (``run_dir=None``: the base model), with scratch space under ``paths["runs_dir"]``."""
     from open_instruct.replicate.score import score_run
@@ -229,6 +250,7 @@ def run_grid(args) -> int:
     s = SETTINGS[args.setting]
     paths = default_paths(args)
     check_inputs(paths, s)
+    check_precision(s)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -272,6 +294,7 @@ def reproduce(args) -> int:
     s = SETTINGS[args.setting]
     paths = default_paths(args)
     check_inputs(paths, s)
+    check_precision(s)
     import torch
 
     torch.set_num_threads(args.threads)

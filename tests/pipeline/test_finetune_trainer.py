@@ -183,3 +183,22 @@ def test_whole_run_train_loss_weights_each_log_by_the_steps_it_covers():
     # a checkpoint at 28 with the last log at 25: steps 26-28 were never logged and are left out
     assert finetune_trainer.whole_run_train_loss(history[:4], 28, 0.5, 2) == pytest.approx(
         (3.0 * 10 + 2.0 * 10 + 1.5 * 5 + 0.5 * 2) / 27)
+
+
+def test_cpu_bf16_trains_a_float32_adapter_on_bf16_base_weights(tiny_ckpt, superni_file, tmp_path):
+    """PRECISION=bf16 on a CPU (as on a GPU): base weights bfloat16, the trainable adapter float32, autocast; the
+    run says so in all_results.json and its losses follow the float32 run's within bf16 rounding."""
+    runs = {}
+    for name, dtype, bf16 in (("fp32", "float32", "False"), ("bf16", "bfloat16", "True")):
+        out = tmp_path / name
+        args = _args(tiny_ckpt, superni_file, out, "--max_steps", "3", "--save_steps", "100", "--lora_dropout", "0",
+                     "--bf16", bf16)
+        args[args.index("--torch_dtype") + 1] = dtype
+        assert finetune_trainer.main(args) == 0
+        runs[name] = json.loads((out / "all_results.json").read_text())
+        state = load_file(out / "mos_adapter" / "adapter_model.safetensors")
+        floats = [v for v in state.values() if v.is_floating_point()]
+        assert floats and all(v.dtype == torch.float32 for v in floats), name
+    assert runs["fp32"]["precision"] == "float32"
+    assert runs["bf16"]["precision"] == "bfloat16+bf16-autocast"
+    assert abs(runs["bf16"]["train_loss"] - runs["fp32"]["train_loss"]) < 0.05 * runs["fp32"]["train_loss"]

@@ -254,7 +254,11 @@ def test_batching_precision_and_text_overrides_reach_the_trainer(stub):
     assert launch(stub, SKIP_EVAL=1, TRAIN_FORMAT="text", PACKING=1, PRECISION="bf16").returncode == 0
     train = calls(stub)[-1]
     assert flag(train, "--train_format") == "text" and flag(train, "--padding_free") == "True"
-    assert flag(train, "--bf16") == "True" and flag(train, "--torch_dtype") == "float32"  # CPU: autocast only
+    # CPU as on a GPU: bf16 base weights (the adapter stays float32 in the tuner), autocast, evaluation in bf16
+    assert flag(train, "--bf16") == "True" and flag(train, "--torch_dtype") == "bfloat16"
+    assert launch(stub, PRECISION="bf16").returncode == 0
+    evals = [c for c in calls(stub) if "--adapter_path" in c]
+    assert evals and all(flag(c, "--torch_dtype") == "bfloat16" for c in evals)
 
 
 def test_max_eval_samples_zero_turns_held_out_evaluation_off(stub):

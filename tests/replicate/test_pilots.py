@@ -139,3 +139,16 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path):
     assert float(base["seen_loss"]) > 0 and int(base["seen_loss_n"]) == 10
     assert main(["report", "--setting", "tiny_text", "--results_dir", str(tmp_path / "results")]) == 0
     assert "Not decided yet" in (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
+
+
+def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):
+    from open_instruct.replicate import __main__ as cli
+    from open_instruct.replicate.grid import SETTINGS
+
+    assert dict(SETTINGS["pilot_math"].extra_env).get("PRECISION") == "bf16"
+    monkeypatch.setattr(cli, "native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="setting pilot_math trains in bfloat16.*no native bf16"):
+        cli.check_precision(SETTINGS["pilot_math"])
+    cli.check_precision(SETTINGS["pilot_de"])  # a float32 setting runs anywhere
+    monkeypatch.setattr(cli, "native_bf16", lambda: True)
+    cli.check_precision(SETTINGS["pilot_math"])

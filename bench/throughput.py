@@ -328,7 +328,7 @@ def print_table(rows: list[dict], title: str, columns: list[tuple[str, str | Non
     print("|" + "---|" * len(columns))
     for row in rows:
         cells = []
-        for (col, fmt), key in zip(columns, keys):
+        for (_col, fmt), key in zip(columns, keys):
             value = row.get(key)
             cells.append("" if value is None else (f"{value:.4f}" if fmt is None else fmt.format(value)))
         print("| " + " | ".join(cells) + " |")

@@ -46,24 +46,27 @@ def paired_delta(df: pd.DataFrame, label: str, ref: str, metric: str) -> str:
 DELTAS = ("seen_loss", "unseen_loss", "arc_easy", "mmlu_cloze")
 
 
-def method_table(df: pd.DataFrame, labels: list[str], ref: str) -> str:
-    head = ["run", "trainable params", "seeds", *[SHOWN[m] for m in METRICS],
-            *[f"Δ {SHOWN[m]} vs {ref}" for m in DELTAS]]
+def method_table(df: pd.DataFrame, labels: list[str], ref: str, metrics=METRICS, deltas=DELTAS, shown=SHOWN) -> str:
+    head = ["run", "trainable params", "seeds", *[shown[m] for m in metrics],
+            *[f"Δ {shown[m]} vs {ref}" for m in deltas]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         rows = df[df.label == label]
         if rows.empty:
             continue
         params = int(float(rows.trainable_params.iloc[0] or 0))
-        cells = [label, f"{params:,}", str(len(rows)), *[_fmt(rows[m]) for m in METRICS],
-                 *[paired_delta(df, label, ref, m) for m in DELTAS]]
+        cells = [label, f"{params:,}", str(len(rows)), *[_fmt(rows[m]) for m in metrics],
+                 *[paired_delta(df, label, ref, m) for m in deltas]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def lr_table(df: pd.DataFrame) -> str:
+def lr_table(df: pd.DataFrame, loss_only: bool = False) -> str:
+    """The sweeps; ``loss_only``: a setting scored on its held-out loss alone (a pilot)."""
     sweep = df[df.stage == "lr"]
-    lines = ["| method | lr | held-in loss | unseen-task loss | ARC-Easy | MMLU cloze | picked |", "|---|---|---|---|---|---|---|"]
+    cols = ["seen_loss"] if loss_only else ["seen_loss", "unseen_loss", "arc_easy", "mmlu_cloze"]
+    names = ["held-out loss"] if loss_only else ["held-in loss", "unseen-task loss", "ARC-Easy", "MMLU cloze"]
+    lines = ["| method | lr | " + " | ".join(names) + " | picked |", "|" + "---|" * (len(cols) + 3)]
     for label, rows in sweep.groupby("label", sort=False):
         best, extend = sweep_state(label, rows.to_dict("records"))
         ordered = rows.sort_values("lr", key=lambda s: s.astype(float))
@@ -71,10 +74,11 @@ def lr_table(df: pd.DataFrame) -> str:
         pick = "✓ (end of the rate ladder: untested beyond)" if best in (LR_LADDER[0], LR_LADDER[-1]) and best in (
             ordered.lr.iloc[0], ordered.lr.iloc[-1]) else "✓"
         for _, r in ordered.iterrows():
-            lines.append(f"| {label} | {r.lr} | {float(r.seen_loss):.4f} | {float(r.unseen_loss):.4f} | "
-                         f"{float(r.arc_easy):.4f} | {float(r.mmlu_cloze):.4f} | {pick if r.lr == best else ''} |")
+            values = " | ".join(f"{float(r[c]):.4f}" for c in cols)
+            lines.append(f"| {label} | {r.lr} | {values} | {pick if r.lr == best else ''} |")
         if extend is not None:
-            lines.append(f"| {label} | {extend} | (best so far is at the edge: this rate is added next) | | | | |")
+            lines.append(f"| {label} | {extend} | (best so far is at the edge: this rate is added next) |"
+                         + " |" * len(cols))
     return "\n".join(lines)
 
 
@@ -223,6 +227,8 @@ def write_report(results_dir: Path, setting: Setting) -> int:
     everything = pd.read_csv(table, dtype={"lr": str})
     stale = superseded(everything, setting)
     df = everything[~stale]
+    if setting.scoring == "loss":  # a pilot: held-out loss only, LoRA r=e against LoRA r=8e
+        return write_pilot_report(results_dir, setting, everything, df, stale)
     parts = [f"# Replication tables ({setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, "
              f"sequence {setting.max_seq_length}, budget e = {setting.e})", "",
              f"{len(everything)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
@@ -247,5 +253,34 @@ def write_report(results_dir: Path, setting: Setting) -> int:
                         + ".", ""]
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     plot(df, results_dir / "score_vs_params.png")
+    print("\n".join(parts))
+    return 0
+
+
+def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataFrame, df: pd.DataFrame,
+                       stale: pd.Series) -> int:
+    """A pilot's tables: the verdict, LoRA r=e and r=8e at their own rates, the sweeps, the runs; held-out loss only
+    (the columns a pilot does not score are left out)."""
+    metrics, shown = ("seen_loss",), {"seen_loss": "held-out loss"}
+    labels = ["base model", *(setting.labels or ("LoRA r=e", "LoRA r=8e"))]
+    precision = sorted({str(p) for p in everything.get("precision", pd.Series(dtype=str)).dropna() if str(p)})
+    tokens = everything.get("supervised_tokens", pd.Series(dtype=float)).dropna()
+    parts = [f"# Regime pilot {setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, sequence "
+             f"{setting.max_seq_length}, data {setting.data}, budget e = {setting.e}", "",
+             f"{len(everything)} rows in runs.csv; training precision {', '.join(precision) or '(no trained row yet)'}"
+             + (f"; supervised tokens per run {int(tokens.astype(float).mean()):,}" if not tokens.empty else "")
+             + f". Regenerate: `python -m open_instruct.replicate report --setting {setting.name}`.", "",
+             "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
+             capacity_verdict(df), "",
+             "## Each reference at its own learning rate", "",
+             method_table(df[df.stage.isin(["main", "base"])], labels, "LoRA r=e", metrics, metrics, shown), "",
+             "## Learning-rate sweeps (seed 0; picked on held-out loss)", "", lr_table(df, loss_only=True), "",
+             "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
+    if stale.any():
+        parts[-1:-1] = ["Recorded at a rate that is not (or not yet) the method's pick, left out of the tables above: "
+                        + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
+                                    zip(everything.run_key[stale], everything.stage[stale], everything.label[stale]))
+                        + ".", ""]
+    (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     print("\n".join(parts))
     return 0

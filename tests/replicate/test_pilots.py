@@ -138,7 +138,9 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path):
     base = next(r for r in rows if r["stage"] == "base")
     assert float(base["seen_loss"]) > 0 and int(base["seen_loss_n"]) == 10
     assert main(["report", "--setting", "tiny_text", "--results_dir", str(tmp_path / "results")]) == 0
-    assert "Not decided yet" in (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
+    tables = (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
+    assert "Not decided yet" in tables and "training precision float32" in tables
+    assert "| held-out loss |" in tables and "unseen-task" not in tables and "MMLU" not in tables
 
 
 def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):

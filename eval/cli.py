@@ -17,10 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from open_instruct.errors import UserError
+
 RUN_DIR_MARKERS = ("completed", "adapter_config.json", "trainer_state.json")
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserError, ValueError):
     """A bad input to an evaluator, reported as one line (exit code 2) without a traceback."""
 
 
@@ -64,7 +66,7 @@ def read_json_file(path: str | Path, what: str):
     """``json.loads`` of a data file; a cut-off or non-JSON file is an EvalInputError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is skipped
     except UnicodeDecodeError as err:
         raise EvalInputError(f"{path}: {what} is not UTF-8 text (byte offset {err.start}); download it again "
                              "(bash scripts/prepare_eval_data.sh)") from None
@@ -73,16 +75,28 @@ def read_json_file(path: str | Path, what: str):
                              "a cut-off download? Delete it and run bash scripts/prepare_eval_data.sh again") from None
 
 
-def run_cli(main, argv=None):
-    """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2."""
-    prog = getattr(main, "__module__", "__main__")
-    if prog == "__main__":  # python -m eval.<name>.run_eval: name the evaluator, not run_eval.py
-        prog = Path(sys.argv[0]).parent.name if Path(sys.argv[0]).name == "run_eval.py" else Path(sys.argv[0]).name
-    try:
-        return main(argv)
-    except (EvalInputError, FileNotFoundError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def program_name(module: str) -> str:
+    """``mmlu`` for ``eval.mmlu.run_eval`` (and for ``python -m eval.mmlu.run_eval``, whose module is __main__)."""
+    if module == "__main__":
+        path = Path(sys.argv[0])
+        return path.parent.name if path.name == "run_eval.py" else path.name
+    parts = module.split(".")
+    return parts[-2] if parts[-1] == "run_eval" and len(parts) > 1 else parts[-1]
+
+
+def run_cli(main, argv=None, prog: str | None = None):
+    """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2, a stop by
+    SIGTERM / SIGUSR1 as one line and exit code 75 (what was finished is kept for the rerun)."""
+    prog = prog or program_name(getattr(main, "__module__", "__main__"))
+    from open_instruct.errors import run_main
+
+    def checked(args):
+        try:
+            return main(args)
+        except FileNotFoundError as err:  # a data file named by the evaluator's own check (require_file)
+            raise EvalInputError(str(err)) from None
+
+    return run_main(checked, prog, argv, exit=False)
 
 
 def write_metrics(save_dir: str | Path, metrics: dict, indent: int = 4) -> Path:
@@ -101,11 +115,22 @@ def read_jsonl_file(path: str | Path) -> list:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise EvalInputError(f"{path} line {lineno} is not valid JSON ({err}).") from None
+    hint = "fix or download it again (bash scripts/prepare_eval_data.sh)"
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is skipped
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise EvalInputError(f"{path} line {lineno} is not valid JSON ({err}): cut off? {hint}") from None
+    except UnicodeDecodeError as err:
+        raise EvalInputError(f"{path} is not UTF-8 text (byte offset {err.start}); {hint}") from None
+    except (EOFError, OSError) as err:  # gzip: not a gzip file, or cut off
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise EvalInputError(f"{path} cannot be read ({type(err).__name__}: {err}): cut off or not "
+                             f"{'gzipped ' if path.suffix == '.gz' else ''}JSON lines? {hint}") from None
+    if not rows:
+        raise EvalInputError(f"{path} holds no records (the file is empty); {hint}")
     return rows

@@ -121,4 +121,6 @@ def run_cli(run, parser, argv=None):
         except ValueError as err:  # the evaluators' own input checks
             raise EvalInputError(str(err)) from None
 
-    return one_line_errors(main, argv)
+    from eval.cli import program_name
+
+    return one_line_errors(main, argv, prog=program_name(getattr(run, "__module__", "__main__")))

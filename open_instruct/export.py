@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from open_instruct.adapters import AdapterError, adapter_peft_type, load_model_with_adapter, read_adapter_config
+from open_instruct.adapters import adapter_peft_type, load_model_with_adapter, read_adapter_config
+from open_instruct.errors import UserError, one_line_usage, report
 from open_instruct.lowrank.export import export_lora
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A bad argument: one line naming it and the fix."""
 
 
@@ -75,13 +76,13 @@ def main(argv=None) -> int:
                     help="replace the contents of a non-empty --output_dir (never the adapter or base model)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="dtype of the merged model / exported factors (default float32)")
-    args = ap.parse_args(argv)
+    args = one_line_usage(ap).parse_args(argv)
     try:
         check_output(args)
         read_adapter_config(args.adapter)
         model = load_model_with_adapter(args.base_model, args.adapter, dtype=torch.float32)
-    except (ExportError, AdapterError) as err:
-        print(f"export: error: {err}", file=sys.stderr)
+    except UserError as err:
+        report("export", err)
         return 2
     dtype = getattr(torch, args.dtype)
     if args.merge:

@@ -34,6 +34,7 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
 from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
+from open_instruct.errors import EXIT_ERROR, UserError, one_line, one_line_usage, report
 from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
 from open_instruct.model_loading import has_module, load_model, load_tokenizer
@@ -174,19 +175,37 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 # ---------------------------------------------------------------------------------------------- arguments
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments),
-                              description=__doc__)
+    parser = one_line_usage(HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments), description=__doc__,
+        prog="finetune_trainer"))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = Path(argv[0])
-        if not path.is_file():
-            raise UsageError(f"config file {path} does not exist")
         try:
-            if path.suffix == ".json":
-                return parser.parse_json_file(str(path.resolve()), allow_extra_keys=False)
-            return parser.parse_yaml_file(str(path.resolve()), allow_extra_keys=False)
+            return parser.parse_dict(read_config_file(argv[0]), allow_extra_keys=False)
         except (ValueError, TypeError) as err:
-            raise UsageError(f"config file {path}: {err}") from err
+            raise UsageError(f"config file {argv[0]}: {one_line(err)}") from None
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def read_config_file(name: str) -> dict:
+    """The fields of a JSON or YAML config file (UTF-8, a byte-order mark and Windows line ends accepted)."""
+    import yaml
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    fix = "fix it or pass the flags on the command line (--help lists them)"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte offset {err.start}); {fix}") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise UsageError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                         f"({one_line(err)[:200]}); {fix}") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"config file {path} holds {type(fields).__name__}, not a mapping of flag names to values; "
+                         f"{fix}")
+    return fields
 
 
 def validate_args(model_args, data_args, mos_args, training_args) -> None:
@@ -320,9 +339,9 @@ def main(argv: list[str] | None = None, callbacks=None) -> int:
         check_output_dir(training_args, resume)
         clear_output_dir(training_args)
         return train(model_args, data_args, mos_args, training_args, resume, callbacks)
-    except UsageError as err:
-        print(f"finetune_trainer: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        report("finetune_trainer", err)
+        return EXIT_ERROR
     finally:
         _close_run_logging()
 

@@ -23,11 +23,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from open_instruct.errors import UserError, disk_full
+
 logger = logging.getLogger("finetune_trainer")
 COMPLETED = "completed"  # written last by the trainer: the run finished and every output exists
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A bad argument or input: reported as one clear line, without a traceback."""
 
 
@@ -210,11 +212,39 @@ def check_paths_and_numbers(model_args, data_args, mos_args, training_args) -> N
                          f"and {training_args.learning_rate}")
 
 
+def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path", **kwargs):
+    """``load(name, *args, **kwargs)`` of a model or tokenizer (``what``); a local path that is not one, or files
+    that cannot be read (cut off, not a checkpoint), is a UsageError naming it instead of a library traceback."""
+    from safetensors import SafetensorError
+
+    problem = model_path_problem(str(name), flag)
+    if problem:
+        raise UsageError(problem)
+    try:
+        return load(name, *args, **kwargs)
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        if disk_full(err):
+            raise
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+        raise UsageError(f"cannot load the {what} {name}: {lines[-1][:300]}; copy the checkpoint again (config.json, "
+                         "weights, tokenizer files)") from None
+
+
 def expected_failures(fn, what: str, *args, **kwargs):
     """Run ``fn``; a bad input it reports (unreadable file, bad data, a model or tokenizer that cannot load)
     becomes a UsageError: one line, exit code 2."""
+    from safetensors import SafetensorError
+
     try:
         return fn(*args, **kwargs)
-    except (OSError, ValueError) as err:
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        if disk_full(err):
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, SafetensorError):
+            first = f"a weights file is cut off or not safetensors ({first}); copy the checkpoint again"
         raise UsageError(f"{what}: {first}" if what else first) from err

@@ -29,7 +29,7 @@ import random
 import re
 from pathlib import Path
 
-from eval.cli import add_overwrite_argument, write_metrics
+from eval.cli import add_overwrite_argument, read_json_file, write_metrics
 from eval.generation import add_generation_arguments, greedy_outputs, run_cli
 from eval.gsm.run_eval import exact_match
 from eval.templates import format_chat_prompt, get_chat_formatting_function
@@ -58,8 +58,11 @@ def dataset_label(data_dir: Path) -> dict:
 
 def read_prompt(data_dir: Path, task: str, cot: bool) -> str:
     """The task's few-shot prompt: the file without its 2 header lines, stripped; reasoning cut without CoT."""
-    text = require_file(data_dir / "cot-prompts" / f"{task}.txt", f"the BBH prompt of {task}").read_text(
-        encoding="utf-8")
+    path = require_file(data_dir / "cot-prompts" / f"{task}.txt", f"the BBH prompt of {task}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte offset {err.start}); download it again") from None
     prompt = "".join(text.splitlines(keepends=True)[2:]).strip()
     if not cot:
         prompt = COT_EXEMPLAR.sub(lambda m: "A: " + m.group(1), prompt)
@@ -82,8 +85,8 @@ def extract_answer(output: str) -> str:
 def read_examples(data_dir: Path, task: str, max_per_task: int | None) -> list[dict]:
     path = require_file(data_dir / "bbh" / f"{task}.json", f"the BBH task file of {task}")
     try:
-        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        examples = read_json_file(path, f"the BBH task file of {task}")["examples"]
+    except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: expected {{\"examples\": [{{\"input\", \"target\"}}, ...]}} ({err}).") from None
     if not isinstance(examples, list) or not all(isinstance(e, dict) and {"input", "target"} <= set(e)
                                                  for e in examples):

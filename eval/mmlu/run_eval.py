@@ -169,12 +169,12 @@ def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
     path = require_file(data_dir / split / f"{subject}_{split}.csv", f"the MMLU {split} file")
     hint = "fix or re-download it (bash scripts/prepare_eval_data.sh)"
     try:
-        df = pd.read_csv(path, header=None)
+        df = pd.read_csv(path, header=None, encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
     except pd.errors.EmptyDataError:
         raise EvalInputError(f"{path} is empty; {hint}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise EvalInputError(f"{path} is not a readable CSV ({str(err).strip().splitlines()[-1]}); {hint}") from None
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f) if row]
     for i, row in enumerate(rows, start=1):
         if len(row) != len(CHOICES) + 2:

@@ -76,12 +76,12 @@ def read_json_file(path: str | Path, what: str):
 
 
 def program_name(module: str) -> str:
-    """``mmlu`` for ``eval.mmlu.run_eval`` (and for ``python -m eval.mmlu.run_eval``, whose module is __main__)."""
+    """The name errors are reported under: the module (``eval.mmlu.run_eval``), or for ``python -m
+    eval.mmlu.run_eval`` (whose module is ``__main__``) the evaluator's folder (``mmlu``)."""
     if module == "__main__":
         path = Path(sys.argv[0])
         return path.parent.name if path.name == "run_eval.py" else path.name
-    parts = module.split(".")
-    return parts[-2] if parts[-1] == "run_eval" and len(parts) > 1 else parts[-1]
+    return module
 
 
 def run_cli(main, argv=None, prog: str | None = None):

@@ -33,7 +33,7 @@ def read_adapter_config(adapter_dir: str | Path) -> dict:
     if not path.is_file():
         raise AdapterError(f"{adapter_dir} has no {ADAPTER_CONFIG_NAME}; pass the directory of a saved adapter.")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterError(f"{path} is not valid JSON ({err}); restore it from the run directory or re-save the "
                            "adapter.") from None

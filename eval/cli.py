@@ -14,6 +14,7 @@ are never written over by accident.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -88,23 +89,77 @@ def run_cli(main, argv=None, prog: str | None = None):
     """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2, a stop by
     SIGTERM / SIGUSR1 as one line and exit code 75 (what was finished is kept for the rerun)."""
     prog = prog or program_name(getattr(main, "__module__", "__main__"))
-    from open_instruct.errors import run_main
+    from open_instruct.errors import run_main, stop_on_signals
 
     def checked(args):
         try:
-            return main(args)
+            with stop_on_signals(detail="no metrics.json was written; run the same command again to finish (MMLU "
+                                        "subjects and BBH tasks already scored are kept)"):
+                return main(args)
         except FileNotFoundError as err:  # a data file named by the evaluator's own check (require_file)
             raise EvalInputError(str(err)) from None
 
     return run_main(checked, prog, argv, exit=False)
 
 
+def write_atomic(path: str | Path, write, what: str | None = None) -> Path:
+    """``write(tmp_path)`` next to ``path``, then rename it into place: a kill or a full disk never leaves a partial
+    ``path`` (an earlier one stays as it was). A full disk is one line naming the directory; the partial file is
+    removed."""
+    from open_instruct.errors import disk_full, no_space_error
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception) and disk_full(err, path.parent):
+            raise no_space_error(path.parent, what or path.name, "its partial file was removed and the results "
+                                 "already there are unchanged") from None
+        raise
+    return path
+
+
 def write_metrics(save_dir: str | Path, metrics: dict, indent: int = 4) -> Path:
-    """``save_dir/metrics.json`` (the file the summarizers read), announced on stdout."""
-    path = Path(save_dir) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=indent))
+    """``save_dir/metrics.json`` (the file the summarizers read), announced on stdout; written atomically."""
+    path = write_atomic(Path(save_dir) / "metrics.json",
+                        lambda tmp: tmp.write_text(json.dumps(metrics, indent=indent)))
     print(f"Wrote {path}")
     return path
+
+
+class Progress:
+    """The parts of an evaluation (MMLU subjects, BBH tasks) already scored into ``save_dir``, so that a rerun after
+    an interruption (SIGTERM, a kill, a full disk) keeps them. Kept in ``save_dir/.progress.json`` together with the
+    settings they were scored with; other settings, or ``--overwrite``, start over. Removed once metrics.json is
+    written."""
+
+    NAME = ".progress.json"
+
+    def __init__(self, save_dir: str | Path, settings: dict, overwrite: bool = False):
+        self.path = Path(save_dir) / self.NAME
+        self.settings = json.loads(json.dumps(settings, default=str))
+        self.done: list[str] = []
+        if self.path.is_file() and not overwrite:
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                saved = {}
+            if isinstance(saved, dict) and saved.get("settings") == self.settings:
+                self.done = list(saved.get("done", []))
+
+    def __contains__(self, part: str) -> bool:
+        return part in self.done
+
+    def add(self, part: str) -> None:
+        self.done.append(part)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps({"settings": self.settings, "done": self.done})))
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def read_jsonl_file(path: str | Path) -> list:

@@ -63,14 +63,27 @@ def _chain(err: BaseException):
 _NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded")
 
 
-def disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (or an exception it was raised from) is ENOSPC / EDQUOT. torch.save reports a full disk
-    as ``RuntimeError: ... file write failed`` and safetensors as its own error, so their messages count too."""
-    for e in _chain(err):
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter", "inline_container", "iostream error", "file write failed")
+
+
+def disk_full(err: BaseException, directory: str | Path | None = None) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is ENOSPC / EDQUOT. safetensors says so in its own
+    error's message; torch.save does not (``RuntimeError: [enforce fail at inline_container.cc] ... iostream
+    error``), so with ``directory`` a failed torch write counts when that directory's filesystem is (nearly) full."""
+    chain = list(_chain(err))
+    for e in chain:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if any(text in str(e) for text in _NO_SPACE_TEXT):
             return True
+    if directory is not None and any(text in str(e) for e in chain for text in _TORCH_WRITE_FAILED):
+        import shutil
+
+        try:
+            usage = shutil.disk_usage(directory)
+        except OSError:
+            return False
+        return usage.free < max(64 << 20, usage.total // 50)
     return False
 
 

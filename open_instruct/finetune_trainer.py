@@ -34,10 +34,20 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
 from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
-from open_instruct.errors import EXIT_ERROR, UserError, one_line, one_line_usage, report
+from open_instruct.errors import (
+    EXIT_ERROR,
+    EXIT_PREEMPTED,
+    UserError,
+    disk_full,
+    no_space_error,
+    one_line,
+    one_line_usage,
+    report,
+)
 from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
 from open_instruct.model_loading import has_module, load_model, load_tokenizer
+from open_instruct.preemption import PREEMPTED, StopOnSignal, mark_preempted
 from open_instruct.run_dir import (
     COMPLETED,
     UsageError,
@@ -46,6 +56,8 @@ from open_instruct.run_dir import (
     checkpoint_step,
     clear_output_dir,
     expected_failures,
+    last_complete_checkpoint,
+    remove_partial_checkpoints,
     resolve_resume,
 )
 
@@ -304,6 +316,40 @@ def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) ->
             tokenizer.save_pretrained(output_dir)
 
 
+def preempted(trainer, stop: StopOnSignal, output_dir: Path) -> int:
+    """After a stop by SIGTERM / SIGUSR1: the ``preempted`` marker, one line saying how to resume, status 75."""
+    last, _ = last_complete_checkpoint(output_dir)
+    if trainer.is_world_process_zero():
+        mark_preempted(output_dir, stop, last.name if last else None)
+        logger.warning("preempted at step %d of %d; checkpoint: %s", stop.stopped_at, trainer.state.max_steps, last)
+        print(f"finetune_trainer: preempted at step {stop.stopped_at} of {trainer.state.max_steps}: {last} is saved "
+              f"and {output_dir / PREEMPTED} marks the run; run the same command with --resume_from_checkpoint auto "
+              "to continue", file=sys.stderr, flush=True)
+    return EXIT_PREEMPTED
+
+
+def checkpoint_disk_full(trainer, output_dir: Path) -> UserError:
+    """A checkpoint hit a full disk: remove its partial files (main process), keep the earlier complete ones."""
+    removed = remove_partial_checkpoints(output_dir) if trainer.is_world_process_zero() else []
+    last, _ = last_complete_checkpoint(output_dir)
+    what = f"checkpoint-{trainer.state.global_step}"
+    after = (f"its partial files ({', '.join(removed)}) were removed" if removed else "nothing partial is left")
+    after += (f"; the last complete checkpoint, {last.name}, is kept: --resume_from_checkpoint auto continues from it"
+              if last else "; no earlier checkpoint exists")
+    return no_space_error(output_dir, what, after)
+
+
+def final_outputs_disk_full(trainer, output_dir: Path) -> UserError:
+    """The final adapter / tokenizer hit a full disk: remove what this attempt wrote of them (main process)."""
+    from open_instruct.run_dir import remove_final_outputs
+
+    removed = remove_final_outputs(output_dir) if trainer.is_world_process_zero() else []
+    last, _ = last_complete_checkpoint(output_dir)
+    after = (f"the partial files ({', '.join(removed)}) were removed" if removed else "nothing partial is left")
+    after += f"; the run is not marked completed{f' and {last.name} is kept' if last else ''}"
+    return no_space_error(output_dir, "the final adapter", after)
+
+
 def setup_logging(training_args) -> None:
     """Log to stdout and (main process) output_dir/run.log until main() returns; other handlers are kept."""
     out = Path(training_args.output_dir)
@@ -347,6 +393,15 @@ def main(argv: list[str] | None = None, callbacks=None) -> int:
 
 
 def train(model_args, data_args, mos_args, training_args, resume, callbacks=None) -> int:
+    """Train (see the module doc); returns 0, or 75 when a SIGTERM / SIGUSR1 stopped it after a checkpoint."""
+    stop = StopOnSignal().install()  # from now on a preemption signal ends the run cleanly
+    try:
+        return _train(model_args, data_args, mos_args, training_args, resume, [*(callbacks or []), stop], stop)
+    finally:
+        stop.uninstall()
+
+
+def _train(model_args, data_args, mos_args, training_args, resume, callbacks, stop) -> int:
     from transformers import Trainer
 
     from open_instruct.data import prepare_datasets
@@ -364,6 +419,7 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         deepspeed.init_distributed(dist_backend=None if torch.cuda.is_available() else "gloo")
     output_dir = Path(training_args.output_dir)
     (output_dir / COMPLETED).unlink(missing_ok=True)  # a run in progress is never marked complete
+    (output_dir / PREEMPTED).unlink(missing_ok=True)  # nor preempted
     set_seed(training_args.seed)
     logger.info("ft_mode=%s r=%d e=%d p=%d c=%s seed=%d", mos_args.ft_mode, mos_args.lora_r,
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
@@ -412,7 +468,15 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
     )
     # read now: by the end of training, save_total_limit may have rotated the resumed-from checkpoint away
     resumed_from_step = checkpoint_step(resume) if resume else 0
-    result = trainer.train(resume_from_checkpoint=resume)
+    stop.trainer = trainer
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        if not disk_full(err, output_dir):
+            raise
+        raise checkpoint_disk_full(trainer, output_dir) from None
+    if stop.preempted:
+        return preempted(trainer, stop, output_dir)
     if trainer.is_world_process_zero():  # save_metrics merges into these: start them from this run alone
         for stale in ("train_results.json", "eval_results.json", "all_results.json"):
             (output_dir / stale).unlink(missing_ok=True)
@@ -426,7 +490,12 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                    dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step,
                    train_trainable_tokens=stats["num_train_trainable_tokens"],
                    supervised_tokens_seen=supervised_tokens_seen(trainer, stats), **batching)
-    save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
+    try:
+        save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
+    except Exception as err:
+        if not disk_full(err, output_dir):
+            raise
+        raise final_outputs_disk_full(trainer, output_dir) from None
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     all_metrics = {"run_name": training_args.run_name or output_dir.name, **metrics}

@@ -42,7 +42,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.mo
 # What a run of finetune_trainer (and the evaluators run by the launchers) writes into its output directory.
 RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
              "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "trainer_state.json",
-             "training_args.bin", "run.log", "completed", "tokenizer.json", "tokenizer_config.json",
+             "training_args.bin", "run.log", "completed", "preempted", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
              "chat_template.jinja", "chat_template.json")
 RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
@@ -85,6 +85,42 @@ def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[
             return path, skipped
         skipped.append(f"{path.name}: {problem}")
     return None, skipped
+
+
+def remove_partial_checkpoints(output_dir: str | Path) -> list[str]:
+    """Remove the checkpoints newer than the last complete one (written in part: a full disk, a kill); return
+    their names. Earlier complete checkpoints are never touched."""
+    output_dir = Path(output_dir)
+    last, _ = last_complete_checkpoint(output_dir)
+    newest_good = checkpoint_step(last) if last else -1
+    removed = []
+    for path in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
+        match = CHECKPOINT.match(path.name)
+        if path.is_dir() and match and int(match.group(1)) > newest_good and checkpoint_problem(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+FINAL_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+                 "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
+FINAL_DIRS = re.compile(r"^(mos|lora|vera|tied_lora|prolora)_adapter$")
+
+
+def remove_final_outputs(output_dir: str | Path) -> list[str]:
+    """Remove the final adapter(s) and tokenizer files of a run (written in part when the disk filled up)."""
+    output_dir = Path(output_dir)
+    removed = []
+    for path in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
+        if path.is_dir() and FINAL_DIRS.match(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.name in FINAL_OUTPUTS:
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
 
 
 def clear_previous_run(output_dir: str | Path) -> list[str]:

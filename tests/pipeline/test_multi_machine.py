@@ -114,3 +114,11 @@ def test_sigterm_to_the_launcher_saves_and_prints_the_resume_command(inputs):
     state = json.loads((run / "trainer_state.json").read_text())
     assert state["global_step"] == 200 and [h["step"] for h in state["log_history"] if "loss" in h] == \
         list(range(1, 201))
+
+
+def test_slurm_example_is_valid_bash_and_launches_one_launcher_per_node():
+    script = (REPO / "scripts" / "slurm" / "train.sbatch").read_text()
+    assert subprocess.run(["bash", "-n", str(REPO / "scripts" / "slurm" / "train.sbatch")]).returncode == 0
+    for needle in ("#SBATCH --signal=B:USR1@", "#SBATCH --ntasks-per-node=1", "MACHINE_RANK=$SLURM_NODEID",
+                   "NUM_MACHINES=$SLURM_JOB_NUM_NODES", "deepspeed_zero2.yaml", "SIGUSR1", "scontrol requeue"):
+        assert needle in script, needle

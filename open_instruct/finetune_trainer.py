@@ -11,7 +11,10 @@ Outputs in ``output_dir``: the plain LoRA adapter (``adapter_config.json`` + ``a
 loadable by stock PEFT; exported exactly for every method but lora), the method's own compact checkpoint in
 ``<ft_mode>_adapter/`` (``mos_adapter/``, ``vera_adapter/``, ``tied_lora_adapter/``, ``prolora_adapter/``), the
 tokenizer, ``train_results.json``, ``eval_results.json``, ``all_results.json``, ``metrics.json``,
-``trainer_state.json``, ``run.log``, and ``completed``, written last. ``--resume_from_checkpoint auto``
+``trainer_state.json``, ``run.log``, and ``completed``, written last. SIGTERM / SIGUSR1 (preemption) stop it
+cleanly: the current step is finished, a complete checkpoint saved, ``preempted`` written instead of ``completed``,
+exit status 75 (``open_instruct/preemption.py``); expected failures are one line and exit status 2, a full disk
+included (the partial checkpoint is removed, earlier ones kept). ``--resume_from_checkpoint auto``
 continues from the newest complete ``checkpoint-*`` (one cut off while being saved is skipped) with the same
 index lists, optimizer state and data order. A directory holding a completed run is refused unless
 ``--overwrite_output_dir True``, which first removes everything the earlier run wrote there.

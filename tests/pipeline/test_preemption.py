@@ -246,3 +246,46 @@ def test_sigterm_stops_an_evaluation_and_the_rerun_keeps_finished_subjects(setup
     assert json.loads((save / "metrics.json").read_text()) == json.loads(
         (tmp_path / "reference" / "metrics.json").read_text())
     assert not (save / ".progress.json").exists()
+
+
+def test_a_stopped_bbh_run_keeps_its_finished_tasks(setup, tmp_path, monkeypatch):
+    """BBH scores task by task: stopped (Preempted, as the SIGTERM handler raises it) after its first task, the rerun
+    scores only the rest, keeps the finished task's file as it was, and ends with the metrics of an unbroken run."""
+    import eval.cli
+    from eval.bbh import run_eval as bbh
+    from open_instruct.errors import Preempted
+
+    model = setup[1]
+    data = tmp_path / "bbh"
+    for folder in ("bbh", "cot-prompts"):
+        (data / folder).mkdir(parents=True)
+    for task in ("colors", "shapes"):
+        (data / "cot-prompts" / f"{task}.txt").write_text("header\n-----\nQ: Is it?\nA: It is. So the answer is (A).\n")
+        (data / "bbh" / f"{task}.json").write_text(json.dumps({"examples": [
+            {"input": f"{task} question {i}?", "target": "(A)"} for i in range(2)]}))
+    args = ["--data_dir", str(data), "--model_name_or_path", str(model), "--max_new_tokens", "4"]
+    reference = bbh.main([*args, "--save_dir", str(tmp_path / "reference")])
+
+    generated, original_add, original_outputs = [], eval.cli.Progress.add, bbh.greedy_outputs
+
+    def outputs(cli_args, prompts, *rest, **kwargs):
+        generated.append(kwargs.get("desc"))
+        return original_outputs(cli_args, prompts, *rest, **kwargs)
+
+    def add_then_stop(self, part):
+        original_add(self, part)
+        raise Preempted(signal.SIGTERM, "test")
+
+    monkeypatch.setattr(bbh, "greedy_outputs", outputs)
+    monkeypatch.setattr(eval.cli.Progress, "add", add_then_stop)
+    save = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        bbh.main([*args, "--save_dir", str(save)])
+    assert exc.value.code == EXIT_PREEMPTED and generated == ["BBH colors"]
+    kept = (save / "predictions" / "colors.jsonl").stat().st_mtime_ns
+    assert not (save / "metrics.json").exists()
+
+    monkeypatch.setattr(eval.cli.Progress, "add", original_add)
+    assert bbh.main([*args, "--save_dir", str(save)]) == reference
+    assert generated == ["BBH colors", "BBH shapes"]  # the rerun generated only the unfinished task
+    assert (save / "predictions" / "colors.jsonl").stat().st_mtime_ns == kept

@@ -353,13 +353,23 @@ def final_outputs_disk_full(trainer, output_dir: Path) -> UserError:
     return no_space_error(output_dir, "the final adapter", after)
 
 
+class RunLog(logging.FileHandler):
+    """``run.log``; when it cannot be written (a full disk) it stops, instead of printing a traceback per record."""
+
+    def handleError(self, record):  # noqa: N802  (logging's name)
+        logging.getLogger().removeHandler(self)
+        self.close()
+        print(f"finetune_trainer: warning: cannot write {self.baseFilename} any more (a full disk?); logging to "
+              "stdout only", file=sys.stderr)
+
+
 def setup_logging(training_args) -> None:
     """Log to stdout and (main process) output_dir/run.log until main() returns; other handlers are kept."""
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(sys.stdout)]
     if training_args.process_index == 0:
-        handlers.append(logging.FileHandler(out / "run.log"))
+        handlers.append(RunLog(out / "run.log"))
     root = logging.getLogger()
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -253,7 +253,12 @@ def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path
     that cannot be read (cut off, not a checkpoint), is a UsageError naming it instead of a library traceback."""
     from safetensors import SafetensorError
 
-    problem = model_path_problem(str(name), flag)
+    if "tokenizer" in what:  # a tokenizer directory needs no config.json, only tokenizer files
+        missing = looks_like_local_path(str(name)) and not Path(str(name)).expanduser().exists()
+        problem = (f"{flag} {name}: no such directory; give a model or tokenizer directory or a hub id" if missing
+                   else tokenizer_path_problem(str(name), flag))
+    else:
+        problem = model_path_problem(str(name), flag)
     if problem:
         raise UsageError(problem)
     try:

@@ -409,9 +409,19 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
     """Train (see the module doc); returns 0, or 75 when a SIGTERM / SIGUSR1 stopped it after a checkpoint."""
     stop = StopOnSignal().install()  # from now on a preemption signal ends the run cleanly
     try:
-        return _train(model_args, data_args, mos_args, training_args, resume, [*(callbacks or []), stop], stop)
+        status = _train(model_args, data_args, mos_args, training_args, resume, [*(callbacks or []), stop], stop)
     finally:
         stop.uninstall()
+    leave_process_group()
+    return status
+
+
+def leave_process_group() -> None:
+    """Several processes: wait until the main one has written every output, then close the process group, so that
+    no rank exits with the group's threads still running (seen to abort a rank on another machine at exit)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _train(model_args, data_args, mos_args, training_args, resume, callbacks, stop) -> int:

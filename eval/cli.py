@@ -14,13 +14,16 @@ are never written over by accident.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+
+from open_instruct.errors import UserError
 
 RUN_DIR_MARKERS = ("completed", "adapter_config.json", "trainer_state.json")
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserError, ValueError):
     """A bad input to an evaluator, reported as one line (exit code 2) without a traceback."""
 
 
@@ -64,7 +67,7 @@ def read_json_file(path: str | Path, what: str):
     """``json.loads`` of a data file; a cut-off or non-JSON file is an EvalInputError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is skipped
     except UnicodeDecodeError as err:
         raise EvalInputError(f"{path}: {what} is not UTF-8 text (byte offset {err.start}); download it again "
                              "(bash scripts/prepare_eval_data.sh)") from None
@@ -73,24 +76,90 @@ def read_json_file(path: str | Path, what: str):
                              "a cut-off download? Delete it and run bash scripts/prepare_eval_data.sh again") from None
 
 
-def run_cli(main, argv=None):
-    """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2."""
-    prog = getattr(main, "__module__", "__main__")
-    if prog == "__main__":  # python -m eval.<name>.run_eval: name the evaluator, not run_eval.py
-        prog = Path(sys.argv[0]).parent.name if Path(sys.argv[0]).name == "run_eval.py" else Path(sys.argv[0]).name
+def program_name(module: str) -> str:
+    """The name errors are reported under: the module (``eval.mmlu.run_eval``), or for ``python -m
+    eval.mmlu.run_eval`` (whose module is ``__main__``) the evaluator's folder (``mmlu``)."""
+    if module == "__main__":
+        path = Path(sys.argv[0])
+        return path.parent.name if path.name == "run_eval.py" else path.name
+    return module
+
+
+def run_cli(main, argv=None, prog: str | None = None):
+    """Run an evaluator's ``main(argv)``; expected failures end as one line on stderr and exit code 2, a stop by
+    SIGTERM / SIGUSR1 as one line and exit code 75 (what was finished is kept for the rerun)."""
+    prog = prog or program_name(getattr(main, "__module__", "__main__"))
+    from open_instruct.errors import run_main, stop_on_signals
+
+    def checked(args):
+        try:
+            with stop_on_signals(detail="no metrics.json was written; run the same command again to finish (MMLU "
+                                        "subjects and BBH tasks already scored are kept)"):
+                return main(args)
+        except FileNotFoundError as err:  # a data file named by the evaluator's own check (require_file)
+            raise EvalInputError(str(err)) from None
+
+    return run_main(checked, prog, argv, exit=False)
+
+
+def write_atomic(path: str | Path, write, what: str | None = None) -> Path:
+    """``write(tmp_path)`` next to ``path``, then rename it into place: a kill or a full disk never leaves a partial
+    ``path`` (an earlier one stays as it was). A full disk is one line naming the directory; the partial file is
+    removed."""
+    from open_instruct.errors import disk_full, no_space_error
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
     try:
-        return main(argv)
-    except (EvalInputError, FileNotFoundError) as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, Exception) and disk_full(err, path.parent):
+            raise no_space_error(path.parent, what or path.name, "its partial file was removed and the results "
+                                 "already there are unchanged") from None
+        raise
+    return path
 
 
 def write_metrics(save_dir: str | Path, metrics: dict, indent: int = 4) -> Path:
-    """``save_dir/metrics.json`` (the file the summarizers read), announced on stdout."""
-    path = Path(save_dir) / "metrics.json"
-    path.write_text(json.dumps(metrics, indent=indent))
+    """``save_dir/metrics.json`` (the file the summarizers read), announced on stdout; written atomically."""
+    path = write_atomic(Path(save_dir) / "metrics.json",
+                        lambda tmp: tmp.write_text(json.dumps(metrics, indent=indent)))
     print(f"Wrote {path}")
     return path
+
+
+class Progress:
+    """The parts of an evaluation (MMLU subjects, BBH tasks) already scored into ``save_dir``, so that a rerun after
+    an interruption (SIGTERM, a kill, a full disk) keeps them. Kept in ``save_dir/.progress.json`` together with the
+    settings they were scored with; other settings, or ``--overwrite``, start over. Removed once metrics.json is
+    written."""
+
+    NAME = ".progress.json"
+
+    def __init__(self, save_dir: str | Path, settings: dict, overwrite: bool = False):
+        self.path = Path(save_dir) / self.NAME
+        self.settings = json.loads(json.dumps(settings, default=str))
+        self.done: list[str] = []
+        if self.path.is_file() and not overwrite:
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                saved = {}
+            if isinstance(saved, dict) and saved.get("settings") == self.settings:
+                self.done = list(saved.get("done", []))
+
+    def __contains__(self, part: str) -> bool:
+        return part in self.done
+
+    def add(self, part: str) -> None:
+        self.done.append(part)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps({"settings": self.settings, "done": self.done})))
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def read_jsonl_file(path: str | Path) -> list:
@@ -101,11 +170,22 @@ def read_jsonl_file(path: str | Path) -> list:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise EvalInputError(f"{path} line {lineno} is not valid JSON ({err}).") from None
+    hint = "fix or download it again (bash scripts/prepare_eval_data.sh)"
+    try:
+        with opener(path, "rt", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is skipped
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise EvalInputError(f"{path} line {lineno} is not valid JSON ({err}): cut off? {hint}") from None
+    except UnicodeDecodeError as err:
+        raise EvalInputError(f"{path} is not UTF-8 text (byte offset {err.start}); {hint}") from None
+    except (EOFError, OSError) as err:  # gzip: not a gzip file, or cut off
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise EvalInputError(f"{path} cannot be read ({type(err).__name__}: {err}): cut off or not "
+                             f"{'gzipped ' if path.suffix == '.gz' else ''}JSON lines? {hint}") from None
+    if not rows:
+        raise EvalInputError(f"{path} holds no records (the file is empty); {hint}")
     return rows

@@ -25,12 +25,17 @@ from eval.utils import (
     shared_prefix,
 )
 
+_VLLM_ENGINES: dict = {}
+
 
 def _vllm_engine(args):
+    """The vLLM engine for these arguments, started once per process (BBH generates task by task)."""
     if not getattr(args, "use_vllm", False):
         return None
-    return load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path,
-                           args.use_slow_tokenizer)
+    key = (args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path, args.use_slow_tokenizer)
+    if key not in _VLLM_ENGINES:
+        _VLLM_ENGINES[key] = load_vllm_model(*key)
+    return _VLLM_ENGINES[key]
 
 
 def _hf_model(args):
@@ -121,4 +126,6 @@ def run_cli(run, parser, argv=None):
         except ValueError as err:  # the evaluators' own input checks
             raise EvalInputError(str(err)) from None
 
-    return one_line_errors(main, argv)
+    from eval.cli import program_name
+
+    return one_line_errors(main, argv, prog=program_name(getattr(run, "__module__", "__main__")))

@@ -24,6 +24,13 @@ from tqdm import tqdm
 DATA_HINT = "Download the evaluation data with `bash scripts/prepare_eval_data.sh` (or point --data_dir at it)."
 
 
+def loading(what: str, name: str, load, *args, **kwargs):
+    """``load(name, ...)`` of a model or tokenizer, each failure one line (``open_instruct.run_dir.load_checked``)."""
+    from open_instruct.run_dir import load_checked
+
+    return load_checked(what, name, load, *args, **kwargs)
+
+
 def require_file(path: str | Path, what: str) -> Path:
     """Return ``path`` if it is a file, else raise FileNotFoundError naming the file and the fix."""
     path = Path(path)
@@ -43,13 +50,13 @@ def load_tokenizer(name_or_path: str, use_fast: bool = True, padding_side: str =
     from transformers import AutoTokenizer
 
     if use_fast:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained)
     else:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=False)
-        except (ValueError, OSError, ImportError, TypeError) as err:
+            tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained, use_fast=False)
+        except ValueError as err:
             print(f"[notice] no slow tokenizer for {name_or_path} ({err}); using the fast tokenizer instead.")
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained)
         else:
             if getattr(tokenizer, "is_fast", False):
                 print(f"[notice] --use_slow_tokenizer: {name_or_path} has no slow tokenizer; "
@@ -97,7 +104,7 @@ def load_hf_lm(model_name_or_path: str, adapter_path: str | None = None, load_in
         kwargs["device_map"] = device_map
     elif "quantization_config" in kwargs:
         kwargs["device_map"] = "auto"
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    model = loading("model", model_name_or_path, AutoModelForCausalLM.from_pretrained, **kwargs)
     if adapter_path:
         model = attach_adapter(model, adapter_path)
     model.eval()
@@ -381,7 +388,9 @@ def shared_prefix(args) -> bool:
 
 
 def parse_eval_args(parser, argv=None):
-    args = parser.parse_args(argv)
+    from open_instruct.errors import one_line_usage
+
+    args = one_line_usage(parser).parse_args(argv)
     if args.eval_batch_size < 1:
         from eval.cli import EvalInputError
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import torch
 
+from open_instruct.errors import UserError
+
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 # Attribute names that start an adapter's own tensors in a checkpoint key (the rest is the module's path).
 _TUNER_PREFIXES = ("lora_", "mos_", "tied_lora_", "prolora_", "vera_")
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """A saved adapter that cannot be used as it is; the message names the file and the fix."""
 
 
@@ -31,7 +33,7 @@ def read_adapter_config(adapter_dir: str | Path) -> dict:
     if not path.is_file():
         raise AdapterError(f"{adapter_dir} has no {ADAPTER_CONFIG_NAME}; pass the directory of a saved adapter.")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AdapterError(f"{path} is not valid JSON ({err}); restore it from the run directory or re-save the "
                            "adapter.") from None
@@ -164,7 +166,9 @@ def load_model_with_adapter(base_model: str, adapter_dir: str, dtype: torch.dtyp
 
     read_adapter_config(adapter_dir)
     adapter_weight_keys(adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    from open_instruct.run_dir import load_checked
+
+    base = load_checked("base model", base_model, AutoModelForCausalLM.from_pretrained, dtype=dtype, flag="--base_model")
     return attach_adapter(base, adapter_dir)
 
 

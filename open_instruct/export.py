@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from open_instruct.adapters import AdapterError, adapter_peft_type, load_model_with_adapter, read_adapter_config
+from open_instruct.adapters import adapter_peft_type, load_model_with_adapter, read_adapter_config
+from open_instruct.errors import UserError, disk_full, no_space_error, one_line_usage, report
 from open_instruct.lowrank.export import export_lora
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A bad argument: one line naming it and the fix."""
 
 
@@ -49,8 +50,12 @@ def write_replacing(output_dir: str, write) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
         write(tmp)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, Exception) and disk_full(err, out.parent):
+            kept = f"{output_dir} is unchanged" if out.exists() else f"nothing was left in {out.parent}"
+            raise no_space_error(out.parent, f"the export to {output_dir}", f"its partial files were removed and "
+                                 f"{kept}") from None
         raise
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -75,29 +80,33 @@ def main(argv=None) -> int:
                     help="replace the contents of a non-empty --output_dir (never the adapter or base model)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                     help="dtype of the merged model / exported factors (default float32)")
-    args = ap.parse_args(argv)
+    args = one_line_usage(ap).parse_args(argv)
     try:
         check_output(args)
         read_adapter_config(args.adapter)
         model = load_model_with_adapter(args.base_model, args.adapter, dtype=torch.float32)
-    except (ExportError, AdapterError) as err:
-        print(f"export: error: {err}", file=sys.stderr)
+    except UserError as err:
+        report("export", err)
         return 2
-    dtype = getattr(torch, args.dtype)
-    if args.merge:
-        from transformers import AutoTokenizer
+    try:
+        dtype = getattr(torch, args.dtype)
+        if args.merge:
+            from transformers import AutoTokenizer
 
-        tok_src = args.adapter if (Path(args.adapter) / "tokenizer_config.json").is_file() else args.base_model
-        merged = model.merge_and_unload().to(dtype)
-        write_replacing(args.output_dir, lambda tmp: (merged.save_pretrained(tmp),
-                                                      AutoTokenizer.from_pretrained(tok_src).save_pretrained(tmp)))
-        print(f"merged model written to {args.output_dir}")
-    elif adapter_peft_type(args.adapter) != "LORA":
-        write_replacing(args.output_dir, lambda tmp: export_lora(model, tmp, dtype=dtype))
-        print(f"plain LoRA adapter written to {args.output_dir}")
-    else:
-        write_replacing(args.output_dir, lambda tmp: model.save_pretrained(tmp))
-        print(f"{args.adapter} is already a LoRA adapter; re-saved it unchanged to {args.output_dir}")
+            tok_src = args.adapter if (Path(args.adapter) / "tokenizer_config.json").is_file() else args.base_model
+            merged = model.merge_and_unload().to(dtype)
+            write_replacing(args.output_dir, lambda tmp: (merged.save_pretrained(tmp),
+                                                          AutoTokenizer.from_pretrained(tok_src).save_pretrained(tmp)))
+            print(f"merged model written to {args.output_dir}")
+        elif adapter_peft_type(args.adapter) != "LORA":
+            write_replacing(args.output_dir, lambda tmp: export_lora(model, tmp, dtype=dtype))
+            print(f"plain LoRA adapter written to {args.output_dir}")
+        else:
+            write_replacing(args.output_dir, lambda tmp: model.save_pretrained(tmp))
+            print(f"{args.adapter} is already a LoRA adapter; re-saved it unchanged to {args.output_dir}")
+    except UserError as err:  # a full disk while writing
+        report("export", err)
+        return 2
     return 0
 
 

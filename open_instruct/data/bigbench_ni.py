@@ -77,11 +77,11 @@ def load_family(family_dir: Path) -> dict[str, dict]:
     top = family_dir / "task.json"
     tasks = {}
     if top.is_file():
-        data = json.loads(top.read_text(encoding="utf-8"))
+        data = json.loads(top.read_text(encoding="utf-8-sig"))
         if isinstance(data.get("examples"), list):
             tasks[family_dir.name] = data
     for sub in sorted(family_dir.glob("*/task.json")):
-        data = json.loads(sub.read_text(encoding="utf-8"))
+        data = json.loads(sub.read_text(encoding="utf-8-sig"))
         if isinstance(data.get("examples"), list):
             tasks[f"{family_dir.name}__{sub.parent.name}"] = data
     return tasks

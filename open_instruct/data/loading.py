@@ -88,7 +88,7 @@ def load_jsonl_examples(path: str | Path, validate=None) -> list[dict[str, Any]]
     path = _check_path(path)
     validate = validate or validate_example
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is skipped
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise ValueError(f"{path}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from open_instruct.errors import UserError, one_line_usage, report
 from open_instruct.replicate.grid import SETTINGS, Row, Setting, build_grid, plan, resolve_lr, run_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -377,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = one_line_usage(build_parser()).parse_args(argv)
     try:
         if args.command == "prepare":
             return prepare(args)
@@ -390,8 +391,8 @@ def main(argv=None) -> int:
         from open_instruct.replicate.report import write_report
 
         return write_report(Path(args.results_dir) / args.setting, SETTINGS[args.setting])
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, RuntimeError, ValueError, UserError) as e:
+        report("replicate", e)
         return 2
 
 

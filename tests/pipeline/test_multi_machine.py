@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from trainer_helpers import write_chat_file
 
 from open_instruct.tiny import save_tiny_checkpoint
 
@@ -33,10 +34,7 @@ TOL = 1e-5
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("machines")
     model = save_tiny_checkpoint(root / "tiny", "llama")
-    data = root / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say it ({i})."},
-                                                     {"role": "assistant", "content": "The quick brown fox."}]})
-                            + "\n" for i in range(64)))
+    data = write_chat_file(root / "d.jsonl")
     env = dict(os.environ, PYTHON=sys.executable, REPORT_TO="none", OMP_NUM_THREADS="1", MODEL=str(model),
                TRAIN_FILE=str(data), MAX_STEPS="6", SAVE_STEPS="100", MAX_EVAL_SAMPLES="0", SKIP_EVAL="1",
                LOGGING_STEPS="1", PYTHONPATH=str(REPO),

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from trainer_helpers import write_chat_file
 
 from open_instruct.errors import EXIT_PREEMPTED
 from open_instruct.run_dir import last_complete_checkpoint
@@ -66,10 +67,7 @@ sys.exit(finetune_trainer.main(sys.argv[1:], callbacks=[Progress()]))
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("preempt")
     model = save_tiny_checkpoint(root / "tiny", "llama")
-    data = root / "d.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Say it ({i})."},
-                                                     {"role": "assistant", "content": "The quick brown fox."}]})
-                            + "\n" for i in range(64)))
+    data = write_chat_file(root / "d.jsonl")
     return root, model, data
 
 

@@ -105,6 +105,8 @@ def train(row: Row, lr: str, s: Setting, paths: dict, key: str) -> tuple[Path, s
            "SAVE_STEPS": str(max(s.max_steps // 6, 1)), "LOGGING_STEPS": "10", "REPORT_TO": "none",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count())),
            **dict(s.extra_env)}
+    if s.curve_points:  # the trainer's held-out loss at a few steps of the run: the learning curve (curves.csv)
+        env["EVAL_STEPS"] = str(max(s.max_steps // s.curve_points, 1))
     extra = row.extra_args
     if s.lora_modules != "all":
         extra = f"{extra} --lora_modules {s.lora_modules}".strip()
@@ -237,8 +239,42 @@ def ready_rows(s: Setting, args, paths: dict, busy: set[str]) -> list[tuple[Row,
     return out
 
 
+CURVE_FIELDS = ("run_key", "label", "seed", "lr", "step", "supervised_tokens", "eval_loss")
+
+
+def record_curve(row: Row, lr: str, key: str, run_dir: Path, s: Setting, paths: dict) -> int:
+    """Append the run's learning curve (the trainer's held-out ``eval_loss`` at each evaluation, against the
+    supervised tokens seen by then) to ``curves.csv`` beside runs.csv, once per run; returns the points written."""
+    import json
+
+    if not s.curve_points:
+        return 0
+    state = json.loads((run_dir / "trainer_state.json").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / "all_results.json").read_text(encoding="utf-8"))
+    steps = max(int(state.get("global_step") or 0), 1)
+    per_step = float(results.get("supervised_tokens_seen") or 0) / steps
+    points = {int(e["step"]): float(e["eval_loss"]) for e in state.get("log_history", []) if "eval_loss" in e}
+    path = paths["table"].parent / "curves.csv"
+    with TABLE_LOCK:
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as fin:
+                if any(r["run_key"] == key for r in csv.DictReader(fin)):
+                    return 0
+        new = not path.is_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="", encoding="utf-8") as fout:
+            out = csv.DictWriter(fout, fieldnames=CURVE_FIELDS)
+            if new:
+                out.writeheader()
+            for step, loss in sorted(points.items()):
+                out.writerow({"run_key": key, "label": row.label, "seed": row.seed, "lr": lr, "step": step,
+                              "supervised_tokens": round(step * per_step), "eval_loss": loss})
+    return len(points)
+
+
 def run_one(row: Row, lr: str, key: str, s: Setting, paths: dict) -> None:
     run_dir, command, train_s = train(row, lr, s, paths, key)
+    record_curve(row, lr, key, run_dir, s, paths)
     record = score_and_record(row, lr, key, run_dir, command, train_s, s, paths)
     print(f"[replicate] done {key}: " + ", ".join(f"{m}={float(record[m]):.4f}" for m in METRICS
                                                   if record.get(m) not in (None, "")), flush=True)

@@ -53,6 +53,7 @@ class Setting:
     stages: tuple = ()        # only these stages (a pilot: ("lr", "main")); () = all
     data: str = "superni"     # training data: superni (BIG-bench -> SuperNI path), math or german (pilots.py)
     scoring: str = "full"     # full: every metric of score.py; loss: the held-out loss only (seen_loss)
+    curve_points: int = 0     # >0: the trainer evaluates its held-out split this many times per run (learning curve)
 
 
 SETTINGS = {
@@ -70,11 +71,11 @@ SETTINGS = {
     # against ~1.4 h of training per run: only bf16 fits a run into one session. Refused on CPUs without native bf16.
     "pilot_math": Setting("pilot_math", max_steps=360, batch_size=4, max_seq_length=512, data="math",
                           scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"),
-                          eval_batch_size=8, extra_env=(("PRECISION", "bf16"),)),
+                          eval_batch_size=8, curve_points=4, extra_env=(("PRECISION", "bf16"),)),
     # Continued pretraining on German text, loss on every token: 400 steps x 4 x 256 = 0.41 M targets, one pass.
     "pilot_de": Setting("pilot_de", max_steps=400, batch_size=4, max_seq_length=256, data="german",
                         scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"),
-                        eval_batch_size=8, extra_env=(("TRAIN_FORMAT", "text"),)),
+                        eval_batch_size=8, curve_points=4, extra_env=(("TRAIN_FORMAT", "text"),)),
     # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
     # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
     "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,
@@ -86,7 +87,7 @@ SETTINGS = {
     # The test suite's reduced pilot: continued pretraining on text, held-out loss only.
     "tiny_text": Setting("tiny_text", max_steps=2, batch_size=2, max_seq_length=32, e=2, data="german",
                          scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"), eval_batch_size=4,
-                         extra_env=(("MAX_EVAL_SAMPLES", "4"), ("TRAIN_FORMAT", "text"))),
+                         curve_points=2, extra_env=(("MAX_EVAL_SAMPLES", "4"), ("TRAIN_FORMAT", "text"))),
 }
 
 

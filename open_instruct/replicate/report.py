@@ -257,6 +257,40 @@ def write_report(results_dir: Path, setting: Setting) -> int:
     return 0
 
 
+def plot_curves(df: pd.DataFrame, curves_csv: Path, path: Path,
+                labels=("LoRA r=e", "MoS", "LoRA r=8e")) -> bool:
+    """Learning curves of the main-table runs (each method at its own rate): the trainer's held-out loss against
+    supervised tokens seen, one line per seed. Returns whether a figure was written."""
+    if not curves_csv.is_file():
+        return False
+    curves = pd.read_csv(curves_csv, dtype={"lr": str})
+    main = df[df.stage.isin(["main", "baselines"]) & df.label.isin(labels)]
+    picked = curves[curves.run_key.isin(set(main.run_key))]
+    if picked.empty:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, label in enumerate(labels):
+        keys = set(main[main.label == label].run_key)
+        for j, (_key, points) in enumerate(picked[picked.run_key.isin(keys)].groupby("run_key")):
+            points = points.sort_values("step")
+            seed = int(points.seed.iloc[0])
+            ax.plot(points.supervised_tokens, points.eval_loss, marker="o", color=f"C{i}",
+                    linestyle=("-", "--", ":")[j % 3], label=f"{label} (lr {points.lr.iloc[0]}, seed {seed})")
+    ax.set_xlabel("supervised tokens seen")
+    ax.set_ylabel("held-out loss of the trainer's split (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataFrame, df: pd.DataFrame,
                        stale: pd.Series) -> int:
     """A pilot's tables: the verdict, LoRA r=e and r=8e at their own rates, the sweeps, the runs; held-out loss only
@@ -281,6 +315,9 @@ def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataF
                         + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
                                     zip(everything.run_key[stale], everything.stage[stale], everything.label[stale]))
                         + ".", ""]
+    if plot_curves(df, results_dir / "curves.csv", results_dir / "learning_curve.png"):
+        parts[-1:-1] = ["Learning curves (`curves.csv`, the trainer's held-out split evaluated during each run): "
+                        "`learning_curve.png`.", ""]
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     print("\n".join(parts))
     return 0

@@ -138,6 +138,14 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path):
     base = next(r for r in rows if r["stage"] == "base")
     assert float(base["seen_loss"]) > 0 and int(base["seen_loss_n"]) == 10
     assert main(["report", "--setting", "tiny_text", "--results_dir", str(tmp_path / "results")]) == 0
+    # the learning curve: the trainer's held-out loss at every EVAL_STEPS (max_steps / curve_points) of each run
+    curves = list(csv.DictReader((tmp_path / "results" / "tiny_text" / "curves.csv").open()))
+    assert {r["run_key"] for r in curves} == {r["run_key"] for r in trained}
+    for r in trained:
+        points = [c for c in curves if c["run_key"] == r["run_key"]]
+        assert [int(c["step"]) for c in points] == [1, 2] and all(math.isfinite(float(c["eval_loss"])) for c in points)
+        assert int(points[-1]["supervised_tokens"]) == int(r["supervised_tokens"])
+        assert "EVAL_STEPS=1 " in r["command"]
     tables = (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
     assert "Not decided yet" in tables and "training precision float32" in tables
     assert "| held-out loss |" in tables and "unseen-task" not in tables and "MMLU" not in tables

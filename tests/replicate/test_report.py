@@ -47,3 +47,18 @@ def test_method_table_shows_each_paired_difference_under_its_own_header():
     assert row["Δ held-in loss vs LoRA r=e"] == "+0.2000 ± 0.1414 (n=2)"
     assert row["Δ unseen-task loss vs LoRA r=e"] == "+0.2000 ± 0.2828 (n=2)"
     assert row["Δ ARC-Easy vs LoRA r=e"] == "+0.0000 ± 0.0000 (n=2)"
+
+
+def test_learning_curve_figure_draws_the_main_table_runs_only(tmp_path):
+    from open_instruct.replicate.report import plot_curves
+
+    df = pd.DataFrame([{"stage": "main", "label": "LoRA r=e", "run_key": "a"},
+                       {"stage": "lr", "label": "LoRA r=e", "run_key": "b"}])
+    curves = tmp_path / "curves.csv"
+    pd.DataFrame([{"run_key": k, "label": "LoRA r=e", "seed": 0, "lr": "1e-3", "step": st,
+                   "supervised_tokens": 100 * st, "eval_loss": 2.0 - 0.1 * st} for k in "ab" for st in (1, 2)]
+                 ).to_csv(curves, index=False)
+    assert plot_curves(df, curves, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0
+    assert not plot_curves(df[df.stage == "lr"], curves, tmp_path / "d.png")  # a sweep row is not a main run
+    assert not (tmp_path / "d.png").exists()
+    assert not plot_curves(df, tmp_path / "none.csv", tmp_path / "e.png")

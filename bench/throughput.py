@@ -100,14 +100,6 @@ def mos_adapter(base):
     return peft.get_peft_model(base, cfg)
 
 
-def native_bf16() -> bool:
-    """Whether this CPU has native bfloat16 matmuls (oneDNN reports avx512_bf16 / AMX support)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def matmul_ratio(repeats: int = 5) -> tuple[float, float]:
     """Milliseconds of one SmolLM2-sized matmul (640 x 576 by 576 x 1536) in float32 and in bfloat16."""
     out = []
@@ -125,6 +117,7 @@ def bench_train(args) -> list[dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from open_instruct.data.collate import build_collator
+    from open_instruct.model_loading import cpu_native_bf16
 
     if args.quick or not MODEL.is_dir():
         base, tok = tiny_setup()
@@ -137,8 +130,8 @@ def bench_train(args) -> list[dict]:
     fp32_ms, bf16_ms = matmul_ratio()
     names = list(VARIANTS)
     print(f"one SmolLM2-sized matmul: float32 {fp32_ms:.1f} ms, bfloat16 {bf16_ms:.1f} ms ({fp32_ms / bf16_ms:.2f}x); "
-          f"native bf16 on this CPU: {native_bf16()}")
-    if not native_bf16() and not args.bf16:
+          f"native bf16 on this CPU: {cpu_native_bf16()}")
+    if not cpu_native_bf16() and not args.bf16:
         names = names[:3]
         print("no native bf16 here: the bf16 training variants are left out (--bf16 runs them anyway: very slow)")
     rows = []
@@ -288,6 +281,7 @@ def run_lm_eval(splits, args, tokenizer) -> tuple[float, list[int], list[bool]] 
 
 def bench_mmlu(args) -> list[dict]:
     from eval.utils import load_hf_lm_and_tokenizer
+    from open_instruct.model_loading import cpu_native_bf16
 
     splits = mmlu_subset(args)
     n = sum(len(t) for _, t in splits.values())
@@ -296,7 +290,7 @@ def bench_mmlu(args) -> list[dict]:
     runs["this evaluator, no prefix cache (today)"] = run_ours(model, tokenizer, splits, args, shared=False)
     runs["this evaluator, shared-prefix cache"] = run_ours(model, tokenizer, splits, args, shared=True)
     del model
-    if native_bf16() or args.bf16:
+    if cpu_native_bf16() or args.bf16:
         model, _ = load_hf_lm_and_tokenizer(str(MODEL), dtype=torch.bfloat16, device_map=None)
         runs["this evaluator, shared-prefix cache, --torch_dtype bfloat16"] = run_ours(model, tokenizer, splits, args,
                                                                                        shared=True)

@@ -15,6 +15,15 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU has native bfloat16 matmuls (oneDNN reports avx512_bf16 / AMX support); without them a
+    bf16 matmul runs many times slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def load_tokenizer(model_args):
     from transformers import AutoTokenizer
 

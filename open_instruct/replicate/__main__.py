@@ -163,12 +163,9 @@ def native_bf16() -> bool:
     """Whether bfloat16 is fast here: a CUDA device, or a CPU with native bf16 matmuls (avx512_bf16 / AMX)."""
     import torch
 
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    from open_instruct.model_loading import cpu_native_bf16
+
+    return torch.cuda.is_available() or cpu_native_bf16()
 
 
 def check_precision(s: Setting) -> None:

@@ -144,23 +144,16 @@ def case_list():
                                                    str(t / "o"), "--model_name_or_path", str(t / "no_model")]),
         "no_model")
 
-    tydiqa = "eval.tydiqa.run_eval"
-    for kind in ("empty", "binary", "truncated", "missing"):
-        add(f"tydiqa-{kind}", lambda f, t, k=kind: (tydiqa, [
-            "--n_shot", "0", "--data_dir", str(bad_file(t, "ty/tydiqa-goldp-v1.1-dev.json", k, GOOD_TYDIQA).parent),
-            "--save_dir", str(t / "o"), *model_args(f)]), "tydiqa-goldp-v1.1-dev.json")
-    add("tydiqa-wrong-model-adapter", lambda f, t: (tydiqa, [
-        "--n_shot", "0", "--data_dir", str(good(t, "ty/tydiqa-goldp-v1.1-dev.json", GOOD_TYDIQA).parent),
-        "--save_dir", str(t / "o"), *model_args(f, "adapter3")]), "different model")
-
-    gsm = "eval.gsm.run_eval"
-    for kind in ("empty", "binary", "truncated", "missing"):
-        add(f"gsm-{kind}", lambda f, t, k=kind: (gsm, [
-            "--n_shot", "0", "--data_dir", str(bad_file(t, "g/test.jsonl", k, GOOD_GSM).parent),
-            "--save_dir", str(t / "o"), *model_args(f)]), "test.jsonl")
-    add("gsm-wrong-model-adapter", lambda f, t: (gsm, [
-        "--n_shot", "0", "--data_dir", str(good(t, "g/test.jsonl", GOOD_GSM).parent), "--save_dir", str(t / "o"),
-        *model_args(f, "adapter3")]), "different model")
+    # TyDiQA and GSM8K: one data file in --data_dir, 0-shot
+    for name, module, rel, content in (("tydiqa", "eval.tydiqa.run_eval", "ty/tydiqa-goldp-v1.1-dev.json", GOOD_TYDIQA),
+                                       ("gsm", "eval.gsm.run_eval", "g/test.jsonl", GOOD_GSM)):
+        for kind in ("empty", "binary", "truncated", "missing"):
+            add(f"{name}-{kind}", lambda f, t, k=kind, m=module, r=rel, c=content: (m, [
+                "--n_shot", "0", "--data_dir", str(bad_file(t, r, k, c).parent), "--save_dir", str(t / "o"),
+                *model_args(f)]), Path(rel).name)
+        add(f"{name}-wrong-model-adapter", lambda f, t, m=module, r=rel, c=content: (m, [
+            "--n_shot", "0", "--data_dir", str(good(t, r, c).parent), "--save_dir", str(t / "o"),
+            *model_args(f, "adapter3")]), "different model")
 
     bbh = "eval.bbh.run_eval"
     for kind in ("empty", "binary", "truncated"):

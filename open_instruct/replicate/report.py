@@ -65,7 +65,7 @@ def lr_table(df: pd.DataFrame, loss_only: bool = False) -> str:
     """The sweeps; ``loss_only``: a setting scored on its held-out loss alone (a pilot)."""
     sweep = df[df.stage == "lr"]
     cols = ["seen_loss"] if loss_only else ["seen_loss", "unseen_loss", "arc_easy", "mmlu_cloze"]
-    names = ["held-out loss"] if loss_only else ["held-in loss", "unseen-task loss", "ARC-Easy", "MMLU cloze"]
+    names = ["held-out loss"] if loss_only else [SHOWN[c] for c in cols]
     lines = ["| method | lr | " + " | ".join(names) + " | picked |", "|" + "---|" * (len(cols) + 3)]
     for label, rows in sweep.groupby("label", sort=False):
         best, extend = sweep_state(label, rows.to_dict("records"))
@@ -219,6 +219,14 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def stale_note(everything: pd.DataFrame, stale: pd.Series) -> str:
+    """The rows recorded at a rate that is not (or not yet) their method's pick, which the tables leave out."""
+    return ("Recorded at a rate that is not (or not yet) the method's pick, because its sweep was extended after they "
+            "ran, so left out of the tables above: "
+            + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
+                        zip(everything.run_key[stale], everything.stage[stale], everything.label[stale])) + ".")
+
+
 def write_report(results_dir: Path, setting: Setting) -> int:
     table = results_dir / "runs.csv"
     if not table.is_file():
@@ -246,11 +254,7 @@ def write_report(results_dir: Path, setting: Setting) -> int:
                           ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), "",
              "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
     if stale.any():
-        parts[-1:-1] = ["Recorded at a rate that is not (or not yet) the method's pick, because its sweep was "
-                        "extended after they ran, so left out of the tables above: "
-                        + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
-                                    zip(everything.run_key[stale], everything.stage[stale], everything.label[stale]))
-                        + ".", ""]
+        parts[-1:-1] = [stale_note(everything, stale), ""]
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     plot(df, results_dir / "score_vs_params.png")
     print("\n".join(parts))
@@ -311,10 +315,7 @@ def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataF
              "## Learning-rate sweeps (seed 0; picked on held-out loss)", "", lr_table(df, loss_only=True), "",
              "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
     if stale.any():
-        parts[-1:-1] = ["Recorded at a rate that is not (or not yet) the method's pick, left out of the tables above: "
-                        + ", ".join(f"`{k}` ({st}: {lab})" for k, st, lab in
-                                    zip(everything.run_key[stale], everything.stage[stale], everything.label[stale]))
-                        + ".", ""]
+        parts[-1:-1] = [stale_note(everything, stale), ""]
     if plot_curves(df, results_dir / "curves.csv", results_dir / "learning_curve.png"):
         parts[-1:-1] = ["Learning curves (`curves.csv`, the trainer's held-out split evaluated during each run): "
                         "`learning_curve.png`.", ""]

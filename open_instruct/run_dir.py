@@ -39,13 +39,16 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safeten
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken",
                    "vocab.txt", "sentencepiece.bpe.model")
 
+# The final outputs of a training run: the exported adapter, the tokenizer, the methods' own adapter directories.
+FINAL_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
+                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+                 "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
+ADAPTER_DIRS = r"(mos|lora|vera|tied_lora|prolora)_adapter"
+FINAL_DIRS = re.compile(rf"^{ADAPTER_DIRS}$")
 # What a run of finetune_trainer (and the evaluators run by the launchers) writes into its output directory.
-RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
-             "train_results.json", "eval_results.json", "all_results.json", "metrics.json", "trainer_state.json",
-             "training_args.bin", "run.log", "completed", "preempted", "tokenizer.json", "tokenizer_config.json",
-             "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-             "chat_template.jinja", "chat_template.json")
-RUN_DIRS = re.compile(r"^(checkpoint-\d+|(mos|lora|vera|tied_lora|prolora)_adapter|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
+RUN_FILES = (*FINAL_OUTPUTS, "train_results.json", "eval_results.json", "all_results.json", "metrics.json",
+             "trainer_state.json", "training_args.bin", "run.log", "completed", "preempted")
+RUN_DIRS = re.compile(rf"^(checkpoint-\d+|{ADAPTER_DIRS}|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -100,12 +103,6 @@ def remove_partial_checkpoints(output_dir: str | Path) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed
-
-
-FINAL_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
-                 "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-                 "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
-FINAL_DIRS = re.compile(r"^(mos|lora|vera|tied_lora|prolora)_adapter$")
 
 
 def remove_final_outputs(output_dir: str | Path) -> list[str]:

@@ -159,6 +159,6 @@ def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):
     monkeypatch.setattr(cli, "native_bf16", lambda: False)
     with pytest.raises(ValueError, match="setting pilot_math trains in bfloat16.*no native bf16"):
         cli.check_precision(SETTINGS["pilot_math"])
-    cli.check_precision(SETTINGS["pilot_de"])  # a float32 setting runs anywhere
+    cli.check_precision(SETTINGS["cpu"])  # a float32 setting runs anywhere
     monkeypatch.setattr(cli, "native_bf16", lambda: True)
     cli.check_precision(SETTINGS["pilot_math"])

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 
 from eval.cli import read_jsonl_file
-from open_instruct.replicate.grid import Setting
+from replication.grid import Setting
 
 
 def seen_subset(rows: list[dict], per_task: int) -> list[dict]:

@@ -177,13 +177,11 @@ def check_precision(s: Setting) -> None:
                          "that has, or run another setting here")
 
 
-def score(key: str, run_dir: Path | None, s: Setting, paths: dict) -> dict:
-    """The metrics of one run (``run_dir=None``: the base model), with scratch space under ``paths["runs_dir"]``."""
+def score(run_dir: Path | None, s: Setting, paths: dict) -> dict:
+    """The metrics of one run (``run_dir=None``: the base model)."""
     from replication.score import score_run
 
-    scratch = paths["runs_dir"] / "_scratch" / key
-    scratch.mkdir(parents=True, exist_ok=True)
-    data = {k: paths[k] for k in ("heldout_dir", "mmlu_dir", "arc_file")} | {"scratch_dir": scratch}
+    data = {k: paths[k] for k in ("heldout_dir", "mmlu_dir", "arc_file")}
     return score_run(str(paths["model"]), str(run_dir) if run_dir else None, data, s)
 
 
@@ -192,7 +190,7 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
     import json
 
     t0 = time.time()
-    metrics = score(key, run_dir, s, paths)
+    metrics = score(run_dir, s, paths)
     record = {**row.as_dict(), "run_key": key, "lr": lr, "setting": s.name, "command": command,
               "train_s": round(train_s), "score_s": round(time.time() - t0), **metrics}
     if run_dir is not None:
@@ -351,7 +349,7 @@ def reproduce(args) -> int:
     if fresh.exists():
         raise ValueError(f"{fresh} exists from an earlier check; move it away to retrain from scratch")
     run_dir = None if args.run_key == "base" else train(row, lr, s, check, args.run_key)[0]
-    new = score(args.run_key, run_dir, s, check)
+    new = score(run_dir, s, check)
     print(f"| metric | recorded | reproduced ({args.run_key}) |\n|---|---|---|")
     for m in METRICS:
         print(f"| {m} | {float(old[m]):.4f} | {float(new[m]):.4f} |")

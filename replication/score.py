@@ -46,8 +46,8 @@ def score_run(model_path: str, adapter_path: str | None, data: dict[str, Path], 
     from eval.mmlu.run_eval import evaluate_mmlu
     from eval.utils import load_hf_lm_and_tokenizer
 
-    model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right",
-                                                device_map=None)
+    # on the GPU when there is one (the evaluators' own default), else on the CPU
+    model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right")
     out: dict[str, float | int] = {}
     if setting.scoring == "loss":  # a pilot: the held-out loss only
         rows = read_jsonl_file(data["heldout_dir"] / "heldout.jsonl")

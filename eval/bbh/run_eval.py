@@ -3,6 +3,9 @@
     python -m eval.bbh.run_eval --data_dir data/eval/bbh --save_dir output/run/bbh_results/cot \\
         --model_name_or_path BASE --adapter_path output/run --eval_batch_size 16 --use_chat_format [--no_cot]
 
+In Python, on a model already loaded: ``evaluate_bbh(model, tokenizer, data_dir, cot=True, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``--data_dir/bbh/<task>.json`` (``{"examples": [{"input", "target"}]}``) and
 ``--data_dir/cot-prompts/<task>.txt``, as in the BBH repository; the prompt file's first two lines are a
 header and are skipped. Offline, ``scripts/prepare_eval_data.sh bbh`` builds these files from BIG-bench

@@ -4,6 +4,9 @@
         --model_name_or_path models/smollm2-135m-instruct --adapter_path output/run --save_dir output/run/cloze_mmlu
     python -m eval.cloze.run_eval --task arc_easy --data_file data/eval/arc_easy/test.jsonl --n_instances 500 ...
 
+In Python, on a model already loaded: ``evaluate_cloze(model, tokenizer, "arc_easy", data_file, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Small models score at chance on MMLU's letter format (they cannot map a letter to an answer), but the
 log-likelihood of each answer's text still separates them. Prompts are plain text (no chat format):
 

@@ -5,6 +5,9 @@
         --temperature 0.1 --model_name_or_path BASE --adapter_path output/run --use_chat_format
     python -m eval.codex_humaneval.run_eval --completions_file samples.jsonl --save_dir DIR   # no model
 
+In Python, on a model already loaded: ``evaluate_humaneval(model, tokenizer, data_file, n=20, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Prompt: the problem's ``prompt`` (function signature and docstring). With ``--use_chat_format`` the user turn
 is "Complete the following python function.\\n\\n\\n" + prompt and the assistant turn starts with
 "Here is the completed function:\\n\\n\\n" + prompt. ``--unbiased_sampling_size_n`` samples per problem
@@ -135,11 +138,11 @@ def evaluate_humaneval(model, tokenizer, data, *, ks: tuple[int, ...] = (1,), n:
                        max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 1, sandbox: Sandbox | None = None,
                        n_workers: int = 4, samples: list[dict] | None = None,
                        save_dir: str | Path | None = None) -> dict:
-    """``{"pass@k": ..}`` for each k of ``ks``, of ``n`` samples per problem from ``model`` (a Hugging Face model, its tokenizer left
-    padded, or a vLLM engine), each program run in ``sandbox`` (default: ``Sandbox()``, which refuses without
-    bubblewrap). ``data``: the problems file, or the problems ``read_problems`` returned; ``samples``: completions to
-    score instead of generating (``model`` and ``tokenizer`` may then be None). With ``save_dir``, the samples and
-    their results are written there."""
+    """``{"pass@k": ..}`` for each k of ``ks``, of ``n`` samples per problem from ``model`` (a Hugging Face model,
+    its tokenizer left padded, or a vLLM engine), each program run in ``sandbox`` (default: ``Sandbox()``, which
+    refuses without bubblewrap). ``data``: the problems file, or the problems ``read_problems`` returned;
+    ``samples``: completions to score instead of generating (``model`` and ``tokenizer`` may then be None). With
+    ``save_dir``, the samples and their results are written there."""
     problems = read_problems(data)[:max_num_examples or None] if isinstance(data, (str, Path)) else data
     sandbox = sandbox or open_sandbox()
     if samples is None:

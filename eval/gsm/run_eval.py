@@ -3,6 +3,9 @@
     python -m eval.gsm.run_eval --data_dir data/eval/gsm --save_dir output/run/gsm_results --n_shot 8 \\
         --model_name_or_path BASE --adapter_path output/run --eval_batch_size 16 --use_chat_format
 
+In Python, on a model already loaded: ``evaluate_gsm(model, tokenizer, data_dir, n_shot=8, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``--data_dir/test.jsonl`` (``{"question", "answer"}``, the answer's rationale ending in "#### <number>")
 and, for the exemplars, ``--data_dir/cot_exemplars.jsonl`` (``{"question", "cot_answer", "short_answer"}``;
 ``scripts/prepare_eval_data.sh gsm`` writes the 8 chain-of-thought exemplars of Wei et al. (2022), taken

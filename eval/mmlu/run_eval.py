@@ -4,6 +4,9 @@
         --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
         --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
 
+In Python, on a model already loaded: ``evaluate_mmlu(model, tokenizer, data_dir, ntrain=0, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Prompt (per test row): "The following are multiple choice questions (with answers) about {subject}.\\n\\n",
 then k dev examples "{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {X}\\n\\n", then the question without
 its answer, ending in "\\nAnswer:". The subject is written as in the original: each "_"-separated word

@@ -4,6 +4,9 @@
         --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
         --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
 
+In Python, on a model already loaded: ``evaluate_tydiqa(model, tokenizer, data_dir, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``tydiqa-goldp-v1.1-dev.json`` (and ``-train.json`` for the demos) in ``--data_dir``, SQuAD-style; the
 language is the prefix of each question id ("english-..."). With ``random.seed(42)`` semantics, first up to
 ``--max_num_examples_per_lang`` questions are sampled per language, then ``--n_shot`` demos per language

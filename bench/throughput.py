@@ -10,7 +10,7 @@ A benchmark, not a test: it prints numbers and ratios, it never asserts them.
 ``train``: SmolLM2-135M-Instruct (models/), a MoS adapter (r=8, e=2, p=1, c=4, all seven projections, dropout 0 so
 that every variant sees the same computation), AdamW, the same batches for every variant, in the order the Trainer's
 length-grouped sampler gives. At sequence 160 the batches come from the replication's training file (BIG-bench ->
-SuperNI path), at 512 from the MATH pilot's (long solutions), each if prepared (``python -m open_instruct.replicate
+SuperNI path), at 512 from the MATH pilot's (long solutions), each if prepared (``python -m replication
 prepare [--setting pilot_math]``). Variants:
 
 * ``fp32 padded (today)``: ``DataCollatorForSeq2Seq(padding="longest")``, logits at every position;

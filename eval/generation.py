@@ -1,7 +1,8 @@
 """Text generation for the generative evaluators (GSM8K, BBH, HumanEval), and their command-line wrapper.
 
-* ``greedy_outputs``: greedy generation with vLLM (``--use_vllm``, when it is installed and the adapter is
-  plain LoRA) or, otherwise, batched Hugging Face generation (``eval.utils.generate_completions``).
+* ``load_model``: the model to generate with: a vLLM engine (``--use_vllm``, when it is installed and the adapter
+  is plain LoRA) or, otherwise, the Hugging Face model.
+* ``greedy_outputs``: greedy generation with either (Hugging Face: batched ``eval.utils.generate_completions``).
 * ``sampled_outputs``: ``n`` sampled completions per prompt (temperature, top-p), same two backends.
 * ``run_cli``: runs an evaluator's ``run(args)`` and turns bad input (missing files, bad values) into one line
   on stderr and exit status 2, without a traceback.
@@ -13,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from eval.utils import (
+    VllmEngine,
     _cut_at_stop,
     add_model_arguments,
     generate_completions,
@@ -22,38 +24,28 @@ from eval.utils import (
     load_vllm_model,
     model_dtype,
     parse_eval_args,
-    shared_prefix,
 )
 
-_VLLM_ENGINES: dict = {}
 
-
-def _vllm_engine(args):
-    """The vLLM engine for these arguments, started once per process (BBH generates task by task)."""
-    if not getattr(args, "use_vllm", False):
-        return None
-    key = (args.model_name_or_path, args.tokenizer_name_or_path, args.adapter_path, args.use_slow_tokenizer)
-    if key not in _VLLM_ENGINES:
-        _VLLM_ENGINES[key] = load_vllm_model(*key)
-    return _VLLM_ENGINES[key]
-
-
-def _hf_model(args):
-    return load_hf_lm(args.model_name_or_path, adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
+def load_model(args, adapter: str | None = None):
+    """What a generative evaluator generates with: a ``VllmEngine`` (``--use_vllm``, when vLLM is installed and the
+    adapter is plain LoRA) or, otherwise, the Hugging Face model with ``adapter`` attached."""
+    if getattr(args, "use_vllm", False):
+        engine = load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, adapter, args.use_slow_tokenizer)
+        if engine is not None:
+            return engine
+    return load_hf_lm(args.model_name_or_path, adapter_path=adapter, load_in_8bit=args.load_in_8bit,
                       dtype=model_dtype(args))
 
 
-def greedy_outputs(args, prompts: list[str], tokenizer, max_new_tokens: int, stop: list[str] | None,
-                   model=None, desc: str = "Generating") -> list[str]:
-    """Greedy completions of ``prompts`` (stripped, cut before the first stop sequence)."""
-    engine = _vllm_engine(args)
-    if engine is not None:
-        llm, lora_request = engine
-        return generate_with_vllm(llm, prompts, max_new_tokens, stop, lora_request)
-    model = model if model is not None else _hf_model(args)
-    return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
-                                max_new_tokens=max_new_tokens, stop_sequences=stop, desc=desc,
-                                shared_prefix=shared_prefix(args))
+def greedy_outputs(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: list[str] | None,
+                   batch_size: int = 1, shared_prefix: bool = True, desc: str = "Generating") -> list[str]:
+    """Greedy completions of ``prompts`` (stripped, cut before the first stop sequence) from a Hugging Face model
+    or a ``VllmEngine``."""
+    if isinstance(model, VllmEngine):
+        return generate_with_vllm(model.llm, prompts, max_new_tokens, stop, model.lora_request)
+    return generate_completions(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                stop_sequences=stop, desc=desc, shared_prefix=shared_prefix)
 
 
 @torch.inference_mode()
@@ -86,21 +78,18 @@ def hf_sample(model, tokenizer, prompts: list[str], n: int, temperature: float, 
     return results
 
 
-def sampled_outputs(args, prompts: list[str], tokenizer, n: int, temperature: float, top_p: float,
-                    max_new_tokens: int, stop: list[str] | None, seed: int = 0) -> list[list[str]]:
-    """``n`` completions per prompt from vLLM (when usable) or Hugging Face."""
-    engine = _vllm_engine(args)
-    if engine is not None:
+def sampled_outputs(model, tokenizer, prompts: list[str], n: int, temperature: float, top_p: float,
+                    max_new_tokens: int, stop: list[str] | None, batch_size: int = 1, seed: int = 0) -> list[list[str]]:
+    """``n`` completions per prompt from a ``VllmEngine`` or a Hugging Face model (``hf_sample``)."""
+    if isinstance(model, VllmEngine):
         import vllm
 
-        llm, lora_request = engine
         params = vllm.SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                      max_tokens=max_new_tokens, stop=stop or None, seed=seed)
-        by_prompt = {r.prompt: [o.text for o in r.outputs] for r in llm.generate(prompts, params,
-                                                                                 lora_request=lora_request)}
+        by_prompt = {r.prompt: [o.text for o in r.outputs] for r in model.llm.generate(
+            prompts, params, lora_request=model.lora_request)}
         return [by_prompt.get(p, [""] * n) for p in prompts]
-    return hf_sample(_hf_model(args), tokenizer, prompts, n, temperature, top_p, max_new_tokens, stop,
-                     args.eval_batch_size, seed)
+    return hf_sample(model, tokenizer, prompts, n, temperature, top_p, max_new_tokens, stop, batch_size, seed)
 
 
 def add_generation_arguments(ap, max_new_tokens: int, verb: str = "generate") -> None:

@@ -97,6 +97,14 @@ def get_chat_formatting_function(name: str) -> Callable:
     return fn
 
 
+def chat_function(chat_format: str | Callable | None) -> Callable | None:
+    """The formatting function of an evaluator's ``chat_format``: a name as ``get_chat_formatting_function`` takes
+    it, or the function itself; ``None`` (plain prompts, no chat format) stays ``None``."""
+    if chat_format is None or callable(chat_format):
+        return chat_format
+    return get_chat_formatting_function(chat_format)
+
+
 def format_chat_prompt(fn: Callable, messages, tokenizer=None) -> str:
     """Call a formatting function with ``add_bos=False``, passing the tokenizer if the function takes one."""
     params = inspect.signature(fn).parameters

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
@@ -387,6 +388,11 @@ def shared_prefix(args) -> bool:
     return not getattr(args, "no_shared_prefix", False)
 
 
+def chat_format(args) -> str | None:
+    """The evaluators' ``chat_format``: ``--chat_formatting_function`` with ``--use_chat_format``, else None."""
+    return args.chat_formatting_function if args.use_chat_format else None
+
+
 def parse_eval_args(parser, argv=None):
     from open_instruct.errors import one_line_usage
 
@@ -403,11 +409,19 @@ def parse_eval_args(parser, argv=None):
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
+class VllmEngine(NamedTuple):
+    """A started vLLM engine and its adapter (``None`` without one): what the generative evaluators take as their
+    model in place of a Hugging Face model."""
+
+    llm: object
+    lora_request: object = None
+
+
 def load_vllm_model(model_name_or_path: str, tokenizer_name_or_path: str | None = None,
                     adapter_path: str | None = None, use_slow_tokenizer: bool = False):
     """Start a vLLM engine, or return ``None`` (after a warning) so that the caller falls back to HF.
 
-    Returns ``(llm, lora_request)``; ``lora_request`` is ``None`` without an adapter. The adapter must be a
+    Returns a ``VllmEngine(llm, lora_request)``; ``lora_request`` is ``None`` without an adapter. The adapter must be a
     plain LoRA adapter (``peft_type`` LORA); a MoS adapter must be exported to one first.
     """
     try:
@@ -435,7 +449,7 @@ def load_vllm_model(model_name_or_path: str, tokenizer_name_or_path: str | None 
         engine_kwargs.update(enable_lora=True, max_lora_rank=lora_rank, max_loras=1)
     llm = vllm.LLM(**engine_kwargs)
     lora_request = LoRARequest("adapter", 1, str(Path(adapter_path).resolve())) if adapter_path else None
-    return llm, lora_request
+    return VllmEngine(llm, lora_request)
 
 
 def generate_with_vllm(llm, prompts: list[str], max_tokens: int = 50, stop_sequences: list[str] | None = None,

@@ -8,7 +8,7 @@
 #
 # Every finished run appends one row to results/replication/<setting>/runs.csv (commit it); a rerun skips the
 # rows already there and resumes an interrupted training from its last checkpoint. Tables and the plot:
-# results/replication/<setting>/tables.md and score_vs_params.png. See `python -m open_instruct.replicate --help`.
+# results/replication/<setting>/tables.md and score_vs_params.png. See `python -m replication --help`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SETTING=${SETTING:-cpu}
@@ -18,13 +18,13 @@ export PYTHON HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false T
 MODEL=${MODEL:-models/smollm2-135m-instruct}
 [ -f "$MODEL/config.json" ] || "$PYTHON" -m open_instruct.models fetch-smollm2 --out "$MODEL"
 [ -d data/eval/mmlu/test ] || bash scripts/prepare_eval_data.sh
-"$PYTHON" -m open_instruct.replicate prepare --setting "$SETTING"
+"$PYTHON" -m replication prepare --setting "$SETTING"
 # One thread per run, as many runs as cores (and 4 GiB of free memory each): on 2 cores two 1-thread runs train at
 # 3.6 s/step each, one 2-thread run at 3.6 s/step alone (measured, SmolLM2-135M, batch 4 x 160).
 if [ -z "${PARALLEL:-}" ]; then
   mem_runs=$(awk '/MemAvailable/ {print int($2 / 4194304)}' /proc/meminfo 2>/dev/null || echo 1)
   PARALLEL=$(( $(nproc) < mem_runs ? $(nproc) : mem_runs )); [ "$PARALLEL" -ge 1 ] || PARALLEL=1
 fi
-"$PYTHON" -m open_instruct.replicate run --setting "$SETTING" --model "$MODEL" --parallel "$PARALLEL" \
+"$PYTHON" -m replication run --setting "$SETTING" --model "$MODEL" --parallel "$PARALLEL" \
   --threads "${THREADS:-1}" "$@"
-"$PYTHON" -m open_instruct.replicate report --setting "$SETTING"
+"$PYTHON" -m replication report --setting "$SETTING"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The replication grid on one lent GPU, as one prepared script: larger runs (setting "gpu"), 8 at a time.
 # Needs the repository's environment (torch with CUDA) and network-free data prepared beforehand on the CPU
-# machine (`python -m open_instruct.replicate prepare`, `bash scripts/prepare_eval_data.sh`, the converted model);
+# machine (`python -m replication prepare`, `bash scripts/prepare_eval_data.sh`, the converted model);
 # carry data/replication, data/eval/mmlu and models/ to the GPU machine. Results land in
 # results/replication/gpu/ (copy them back and commit).
 set -euo pipefail
@@ -9,5 +9,5 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: use scripts/replicate.sh')"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHON
-"$PYTHON" -m open_instruct.replicate run --setting gpu --parallel "${PARALLEL:-8}" --threads 2 "$@"
-"$PYTHON" -m open_instruct.replicate report --setting gpu
+"$PYTHON" -m replication run --setting gpu --parallel "${PARALLEL:-8}" --threads 2 "$@"
+"$PYTHON" -m replication report --setting gpu

@@ -217,8 +217,9 @@ def case_list():
                                                                            str(t / "absent")]), "absent")
 
     # ---- replicate, models, data_prep
-    add("replicate-bad-setting", lambda f, t: ("open_instruct.replicate", ["report", "--setting", "nope"]), "nope")
-    add("replicate-reproduce-no-key", lambda f, t: ("open_instruct.replicate", ["reproduce"]), "--run_key")
+    add("replicate-bad-setting", lambda f, t: ("replication", ["report", "--setting", "nope"]), "nope")
+    add("replicate-reproduce-no-key", lambda f, t: ("replication", ["reproduce"]), "--run_key")
+    add("replicate-old-name", lambda f, t: ("open_instruct.replicate", ["reproduce"]), "--run_key")
     add("models-bad-number", lambda f, t: ("open_instruct.models", ["check", str(f / "base"), "--max_new_tokens",
                                                                     "many"]), "many")
     add("models-check-missing", lambda f, t: ("open_instruct.models", ["check", str(t / "nomodel")]), "nomodel")

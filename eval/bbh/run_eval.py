@@ -3,6 +3,9 @@
     python -m eval.bbh.run_eval --data_dir data/eval/bbh --save_dir output/run/bbh_results/cot \\
         --model_name_or_path BASE --adapter_path output/run --eval_batch_size 16 --use_chat_format [--no_cot]
 
+In Python, on a model already loaded: ``evaluate_bbh(model, tokenizer, data_dir, cot=True, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``--data_dir/bbh/<task>.json`` (``{"examples": [{"input", "target"}]}``) and
 ``--data_dir/cot-prompts/<task>.txt``, as in the BBH repository; the prompt file's first two lines are a
 header and are skipped. Offline, ``scripts/prepare_eval_data.sh bbh`` builds these files from BIG-bench
@@ -30,10 +33,10 @@ import re
 from pathlib import Path
 
 from eval.cli import Progress, add_overwrite_argument, read_json_file, write_atomic, write_metrics
-from eval.generation import _hf_model, add_generation_arguments, greedy_outputs, run_cli
+from eval.generation import add_generation_arguments, greedy_outputs, load_model, run_cli
 from eval.gsm.run_eval import exact_match
-from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import DATA_HINT, load_tokenizer, require_file
+from eval.templates import chat_function, format_chat_prompt
+from eval.utils import DATA_HINT, chat_format, load_tokenizer, require_file, shared_prefix
 
 MAX_NEW_TOKENS = 512
 ANSWER = re.compile(r"[t|T]he answer is (.*?)\.")
@@ -98,45 +101,57 @@ def read_examples(data_dir: Path, task: str, max_per_task: int | None) -> list[d
     return examples
 
 
-def run(args) -> dict:
-    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
-    tasks = list_tasks(data_dir)
-    if args.tasks:
-        unknown = sorted(set(args.tasks) - set(tasks))
+def read_bbh(data_dir: str | Path, tasks: list[str] | None = None, cot: bool = True,
+             max_num_examples_per_task: int | None = None) -> dict[str, tuple[str, list[dict]]]:
+    """``{task: (few-shot prompt, examples)}``, checked, for ``tasks`` (default: every ``bbh/<task>.json``)."""
+    data_dir = Path(data_dir)
+    available = list_tasks(data_dir)
+    if tasks:
+        unknown = sorted(set(tasks) - set(available))
         if unknown:
-            raise ValueError(f"--tasks {unknown} have no file in {data_dir / 'bbh'}; available: {tasks}")
-        tasks = [t for t in tasks if t in args.tasks]
-    label = dataset_label(data_dir)
-    print(f"{label['name']}: {len(tasks)} tasks, {'no ' if args.no_cot else ''}chain of thought "
-          f"(source: {label['source']})")
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
-                               use_fast=not args.use_slow_tokenizer)
-    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
-    by_task, prompts = {}, {}
-    for task in tasks:
-        examples = read_examples(data_dir, task, args.max_num_examples_per_task)
-        task_prompt = read_prompt(data_dir, task, cot=not args.no_cot)
-        by_task[task] = examples
-        prompts[task] = [build_prompt(task_prompt, ex["input"], chat_fn, tokenizer) for ex in examples]
-    stop = None if args.use_chat_format else ["\n\n"]
+            raise ValueError(f"--tasks {unknown} have no file in {data_dir / 'bbh'}; available: {available}")
+    data = {}
+    for task in available:
+        if not tasks or task in tasks:
+            examples = read_examples(data_dir, task, max_num_examples_per_task)
+            data[task] = read_prompt(data_dir, task, cot=cot), examples
+    return data
 
-    (save_dir / "predictions").mkdir(parents=True, exist_ok=True)
-    # a task scored by an interrupted run with the same settings is kept (its predictions file is written
-    # atomically, then recorded); a rerun scores only the rest. Each task's outputs equal a run over all prompts
-    # at once (greedy decoding of a prompt does not depend on the other prompts of its batch).
-    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("save_dir", "overwrite", "tasks")}
-    progress = Progress(save_dir, settings, args.overwrite)
-    model = None
+
+def kept_predictions(save_dir: Path | None, progress: Progress | None, task: str) -> Path | None:
+    """The task's predictions file when an interrupted run with the same settings finished it, else None."""
+    if save_dir is None or progress is None:
+        return None
+    path = Path(save_dir) / "predictions" / f"{task}.jsonl"
+    return path if task in progress and path.is_file() else None
+
+
+def evaluate_bbh(model, tokenizer, data, *, tasks: list[str] | None = None, cot: bool = True,
+                 max_num_examples_per_task: int | None = None, chat_format=None,
+                 max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 1, shared_prefix: bool = True,
+                 save_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
+    """``{<task>: exact match, ..., "average_exact_match"}`` of ``model`` (a Hugging Face model, its tokenizer left
+    padded, or a vLLM engine). ``data``: the data folder, or what ``read_bbh`` returned; ``chat_format``: a
+    formatting function or its name (None: plain prompts). With ``save_dir``, each task's predictions go to
+    ``predictions/<task>.jsonl`` as it finishes; with ``progress`` as well, tasks an interrupted run with the same
+    settings finished are read back instead of generated again (``model`` may be None when every task is kept)."""
+    if isinstance(data, (str, Path)):
+        data = read_bbh(data, tasks, cot, max_num_examples_per_task)
+    chat_fn = chat_function(chat_format)
+    stop = None if chat_fn is not None else ["\n\n"]
+    if save_dir is not None:
+        (Path(save_dir) / "predictions").mkdir(parents=True, exist_ok=True)
+    # Each task's outputs equal a run over all prompts at once (greedy decoding of a prompt does not depend on the
+    # other prompts of its batch), so a rerun that generates only the unfinished tasks gives the same results.
     metrics = {}
-    for task, examples in by_task.items():
-        path = save_dir / "predictions" / f"{task}.jsonl"
-        if task in progress and path.is_file():
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            print(f"{task}: scored by an interrupted run with the same settings; kept ({path})")
+    for task, (task_prompt, examples) in data.items():
+        kept = kept_predictions(save_dir, progress, task)
+        if kept is not None:
+            records = [json.loads(line) for line in kept.read_text(encoding="utf-8").splitlines() if line.strip()]
+            print(f"{task}: scored by an interrupted run with the same settings; kept ({kept})")
         else:
-            if model is None and not args.use_vllm:
-                model = _hf_model(args)
-            outputs = greedy_outputs(args, prompts[task], tokenizer, args.max_new_tokens, stop, model=model,
+            prompts = [build_prompt(task_prompt, ex["input"], chat_fn, tokenizer) for ex in examples]
+            outputs = greedy_outputs(model, tokenizer, prompts, max_new_tokens, stop, batch_size, shared_prefix,
                                      desc=f"BBH {task}")
             records = []
             for ex, output in zip(examples, outputs):
@@ -144,12 +159,35 @@ def run(args) -> dict:
                 records.append({"input": ex["input"], "target": ex["target"], "model_output": output,
                                 "prediction": prediction,
                                 "correct": exact_match([prediction], [ex["target"]]) == 1.0})
-            write_atomic(path, lambda tmp, rs=records: tmp.write_text(
-                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs), encoding="utf-8"))
-            progress.add(task)
+            if save_dir is not None:
+                write_atomic(Path(save_dir) / "predictions" / f"{task}.jsonl", lambda tmp, rs=records: tmp.write_text(
+                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs), encoding="utf-8"))
+            if progress is not None:
+                progress.add(task)
         metrics[task] = exact_match([r["prediction"] for r in records], [r["target"] for r in records])
         print(f"{task}: {metrics[task]:.4f}")
-    metrics["average_exact_match"] = sum(metrics.values()) / len(by_task)
+    metrics["average_exact_match"] = sum(metrics.values()) / len(data)
+    return metrics
+
+
+def run(args) -> dict:
+    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
+    data = read_bbh(data_dir, args.tasks, not args.no_cot, args.max_num_examples_per_task)
+    label = dataset_label(data_dir)
+    print(f"{label['name']}: {len(data)} tasks, {'no ' if args.no_cot else ''}chain of thought "
+          f"(source: {label['source']})")
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    chat_fn = chat_function(chat_format(args))
+    # a task scored by an interrupted run with the same settings is kept (its predictions file is written
+    # atomically, then recorded); a rerun scores only the rest.
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("save_dir", "overwrite", "tasks")}
+    progress = Progress(save_dir, settings, args.overwrite)
+    needed = any(kept_predictions(save_dir, progress, task) is None for task in data)
+    model = load_model(args, args.adapter_path) if needed else None
+    metrics = evaluate_bbh(model, tokenizer, data, chat_format=chat_fn, max_new_tokens=args.max_new_tokens,
+                           batch_size=args.eval_batch_size, shared_prefix=shared_prefix(args), save_dir=save_dir,
+                           progress=progress)
     print(f"{label['name']}: average exact match {metrics['average_exact_match']:.4f}")
     write_atomic(save_dir / "dataset.json", lambda tmp: tmp.write_text(json.dumps({**label, "cot": not args.no_cot},
                                                                                 indent=4)))

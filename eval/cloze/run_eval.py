@@ -4,6 +4,9 @@
         --model_name_or_path models/smollm2-135m-instruct --adapter_path output/run --save_dir output/run/cloze_mmlu
     python -m eval.cloze.run_eval --task arc_easy --data_file data/eval/arc_easy/test.jsonl --n_instances 500 ...
 
+In Python, on a model already loaded: ``evaluate_cloze(model, tokenizer, "arc_easy", data_file, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Small models score at chance on MMLU's letter format (they cannot map a letter to an answer), but the
 log-likelihood of each answer's text still separates them. Prompts are plain text (no chat format):
 
@@ -115,24 +118,40 @@ def score(model, tokenizer, questions: list[dict], batch_size: int, shared_prefi
     return {"acc": hits / n, "acc_per_char": hits_char / n, "n": n}, rows
 
 
+def read_cloze(task: str, data: str | Path, n_instances: int | None = None) -> list[dict]:
+    """The questions of ``task``: ``data`` is the MMLU folder (``mmlu``) or the ARC JSONL file (``arc_easy``)."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+    questions = mmlu_questions(Path(data), n_instances) if task == "mmlu" else arc_questions(Path(data), n_instances)
+    if not questions:
+        raise ValueError(f"{data} holds no questions for --task {task} (an empty file?)")
+    return questions
+
+
+def evaluate_cloze(model, tokenizer, task: str, data, *, n_instances: int | None = None, batch_size: int = 1,
+                   shared_prefix: bool = True, save_dir: str | Path | None = None) -> dict:
+    """``{"acc", "acc_per_char", "n", "task"}`` of ``model`` on ``task`` (mmlu or arc_easy) in cloze form. ``data``:
+    the task's data (see ``read_cloze``), or the questions ``read_cloze`` returned. With ``save_dir``, writes the
+    per-question rows to ``predictions.jsonl`` there."""
+    questions = read_cloze(task, data, n_instances) if isinstance(data, (str, Path)) else data
+    metrics, rows = score(model, tokenizer, questions, batch_size, shared_prefix)
+    metrics["task"] = task
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(save_dir) / "predictions.jsonl", "w", encoding="utf-8") as fout:
+            fout.writelines(json.dumps(row) + "\n" for row in rows)
+    return metrics
+
+
 def run(args) -> dict:
     save_dir = check_save_dir(args.save_dir, args.overwrite)
-    if args.task == "mmlu":
-        questions = mmlu_questions(Path(args.data_dir), args.n_instances)
-    else:
-        questions = arc_questions(Path(args.data_file), args.n_instances)
-    if not questions:
-        source = args.data_dir if args.task == "mmlu" else args.data_file
-        raise ValueError(f"{source} holds no questions for --task {args.task} (an empty file?)")
+    questions = read_cloze(args.task, args.data_dir if args.task == "mmlu" else args.data_file, args.n_instances)
     model, tokenizer = load_hf_lm_and_tokenizer(args.model_name_or_path, args.tokenizer_name_or_path,
                                                 adapter_path=args.adapter_path, load_in_8bit=args.load_in_8bit,
                                                 use_fast_tokenizer=not args.use_slow_tokenizer,
                                                 padding_side="right", dtype=model_dtype(args))
-    metrics, rows = score(model, tokenizer, questions, args.eval_batch_size, shared_prefix(args))
-    metrics["task"] = args.task
-    save_dir.mkdir(parents=True, exist_ok=True)
-    with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as fout:
-        fout.writelines(json.dumps(row) + "\n" for row in rows)
+    metrics = evaluate_cloze(model, tokenizer, args.task, questions, batch_size=args.eval_batch_size,
+                             shared_prefix=shared_prefix(args), save_dir=save_dir)
     (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"{args.task} (cloze, {metrics['n']} questions): acc {metrics['acc']:.4f}, "
           f"acc_per_char {metrics['acc_per_char']:.4f} -> {save_dir / 'metrics.json'}")

@@ -5,6 +5,9 @@
         --temperature 0.1 --model_name_or_path BASE --adapter_path output/run --use_chat_format
     python -m eval.codex_humaneval.run_eval --completions_file samples.jsonl --save_dir DIR   # no model
 
+In Python, on a model already loaded: ``evaluate_humaneval(model, tokenizer, data_file, n=20, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Prompt: the problem's ``prompt`` (function signature and docstring). With ``--use_chat_format`` the user turn
 is "Complete the following python function.\\n\\n\\n" + prompt and the assistant turn starts with
 "Here is the completed function:\\n\\n\\n" + prompt. ``--unbiased_sampling_size_n`` samples per problem
@@ -37,9 +40,9 @@ from tqdm import tqdm
 
 from eval.cli import add_overwrite_argument, read_jsonl_file, write_metrics
 from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
-from eval.generation import add_generation_arguments, run_cli, sampled_outputs
-from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import load_tokenizer, require_file
+from eval.generation import add_generation_arguments, load_model, run_cli, sampled_outputs
+from eval.templates import chat_function, format_chat_prompt
+from eval.utils import chat_format, load_tokenizer, require_file
 
 STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 MAX_NEW_TOKENS = 512
@@ -100,13 +103,11 @@ def make_prompt(problem: dict, chat_fn, tokenizer) -> str:
     return prompt + "Here is the completed function:\n\n\n" + problem["prompt"]
 
 
-def generate_samples(args, problems: list[dict]) -> list[dict]:
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
-                               use_fast=not args.use_slow_tokenizer)
-    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+def generate_samples(model, tokenizer, problems: list[dict], n: int, temperature: float, seed: int = 0,
+                     chat_fn=None, max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 1) -> list[dict]:
     prompts = [make_prompt(p, chat_fn, tokenizer) for p in problems]
-    outputs = sampled_outputs(args, prompts, tokenizer, args.unbiased_sampling_size_n, args.temperature, TOP_P,
-                              args.max_new_tokens, STOP_SEQUENCES, seed=args.seed)
+    outputs = sampled_outputs(model, tokenizer, prompts, n, temperature, TOP_P, max_new_tokens, STOP_SEQUENCES,
+                              batch_size, seed=seed)
     return [{"task_id": p["task_id"], "prompt": prompt, "completion": c}
             for p, prompt, completions in zip(problems, prompts, outputs) for c in completions]
 
@@ -124,6 +125,47 @@ def read_completions(path: str | Path, problems: dict[str, dict]) -> list[dict]:
             for s in samples]
 
 
+def open_sandbox(limits: Limits | None = None, weak: bool = False) -> Sandbox:
+    """``Sandbox(limits, weak)``; where code cannot be run safely, a ValueError that says why and what to do."""
+    try:
+        return Sandbox(limits or Limits(), weak=weak)
+    except SandboxUnavailable as err:
+        raise ValueError(str(err)) from None
+
+
+def evaluate_humaneval(model, tokenizer, data, *, ks: tuple[int, ...] = (1,), n: int = 20,
+                       temperature: float = 0.1, seed: int = 0, max_num_examples: int | None = None, chat_format=None,
+                       max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 1, sandbox: Sandbox | None = None,
+                       n_workers: int = 4, samples: list[dict] | None = None,
+                       save_dir: str | Path | None = None) -> dict:
+    """``{"pass@k": ..}`` for each k of ``ks``, of ``n`` samples per problem from ``model`` (a Hugging Face model,
+    its tokenizer left padded, or a vLLM engine), each program run in ``sandbox`` (default: ``Sandbox()``, which
+    refuses without bubblewrap). ``data``: the problems file, or the problems ``read_problems`` returned;
+    ``samples``: completions to score instead of generating (``model`` and ``tokenizer`` may then be None). With
+    ``save_dir``, the samples and their results are written there."""
+    problems = read_problems(data)[:max_num_examples or None] if isinstance(data, (str, Path)) else data
+    sandbox = sandbox or open_sandbox()
+    if samples is None:
+        samples = generate_samples(model, tokenizer, problems, n, temperature, seed, chat_function(chat_format),
+                                   max_new_tokens, batch_size)
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        with open(save_dir / "codex_eval_predictions.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s) + "\n" for s in samples)
+
+    results = score(samples, {p["task_id"]: p for p in problems}, sandbox, n_workers)
+    if save_dir is not None:
+        with open(save_dir / "codex_eval_predictions_with_results.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    for r in results:
+        correct[r["task_id"]].append(r["passed"])
+    metrics = pass_at_ks(correct, list(ks))
+    print(f"{len(correct)} problems, {len(results)} samples, sandbox: {sandbox.kind}: {json.dumps(metrics)}")
+    return metrics
+
+
 def run(args) -> dict:
     for k in args.eval_pass_at_ks:
         if k < 1:
@@ -134,31 +176,24 @@ def run(args) -> dict:
     problems = read_problems(args.data_file)
     if args.max_num_examples:
         problems = problems[: args.max_num_examples]
-    by_id = {p["task_id"]: p for p in problems}
-    try:  # refuse before any generation when code cannot be run safely
-        sandbox = Sandbox(Limits(timeout=args.timeout, memory_mb=args.max_memory_mb), weak=args.allow_weak_sandbox)
-    except SandboxUnavailable as err:
-        raise ValueError(str(err)) from None
+    # refuse before any generation when code cannot be run safely
+    sandbox = open_sandbox(Limits(timeout=args.timeout, memory_mb=args.max_memory_mb), args.allow_weak_sandbox)
+    model = tokenizer = samples = chat_fn = None
     if args.completions_file:
-        samples = read_completions(args.completions_file, by_id)
+        samples = read_completions(args.completions_file, {p["task_id"]: p for p in problems})
+    elif not args.model_name_or_path:
+        raise ValueError("give --model_name_or_path (to generate completions) or --completions_file.")
     else:
-        if not args.model_name_or_path:
-            raise ValueError("give --model_name_or_path (to generate completions) or --completions_file.")
-        samples = generate_samples(args, problems)
-    save_dir = Path(args.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    with open(save_dir / "codex_eval_predictions.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(s) + "\n" for s in samples)
-
-    results = score(samples, by_id, sandbox, args.n_workers)
-    with open(save_dir / "codex_eval_predictions_with_results.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in results)
-    correct: dict[str, list[bool]] = defaultdict(list)
-    for r in results:
-        correct[r["task_id"]].append(r["passed"])
-    metrics = pass_at_ks(correct, args.eval_pass_at_ks)
-    print(f"{len(correct)} problems, {len(results)} samples, sandbox: {sandbox.kind}: {json.dumps(metrics)}")
-    write_metrics(save_dir, metrics)
+        tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                                   use_fast=not args.use_slow_tokenizer)
+        chat_fn = chat_function(chat_format(args))
+        model = load_model(args, args.adapter_path)
+    metrics = evaluate_humaneval(model, tokenizer, problems, ks=tuple(args.eval_pass_at_ks),
+                                 n=args.unbiased_sampling_size_n, temperature=args.temperature, seed=args.seed,
+                                 chat_format=chat_fn, max_new_tokens=args.max_new_tokens,
+                                 batch_size=args.eval_batch_size, sandbox=sandbox, n_workers=args.n_workers,
+                                 samples=samples, save_dir=args.save_dir)
+    write_metrics(args.save_dir, metrics)
     return metrics
 
 

@@ -3,6 +3,9 @@
     python -m eval.gsm.run_eval --data_dir data/eval/gsm --save_dir output/run/gsm_results --n_shot 8 \\
         --model_name_or_path BASE --adapter_path output/run --eval_batch_size 16 --use_chat_format
 
+In Python, on a model already loaded: ``evaluate_gsm(model, tokenizer, data_dir, n_shot=8, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``--data_dir/test.jsonl`` (``{"question", "answer"}``, the answer's rationale ending in "#### <number>")
 and, for the exemplars, ``--data_dir/cot_exemplars.jsonl`` (``{"question", "cot_answer", "short_answer"}``;
 ``scripts/prepare_eval_data.sh gsm`` writes the 8 chain-of-thought exemplars of Wei et al. (2022), taken
@@ -31,9 +34,9 @@ import string
 from pathlib import Path
 
 from eval.cli import add_overwrite_argument, read_jsonl_file, write_metrics
-from eval.generation import add_generation_arguments, greedy_outputs, run_cli
-from eval.templates import format_chat_prompt, get_chat_formatting_function
-from eval.utils import load_tokenizer, require_file
+from eval.generation import add_generation_arguments, greedy_outputs, load_model, run_cli
+from eval.templates import chat_function, format_chat_prompt
+from eval.utils import chat_format, load_tokenizer, require_file, shared_prefix
 
 MAX_NEW_TOKENS = 512
 NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
@@ -98,37 +101,62 @@ def score(examples: list[dict], outputs: list[str]) -> tuple[list[dict], dict]:
                                                 [r["answer"] for r in records])}
 
 
-def run(args) -> dict:
-    data_dir, save_dir = Path(args.data_dir), Path(args.save_dir)
-    if args.n_shot < 0:
-        raise ValueError(f"--n_shot must be >= 0, got {args.n_shot}.")
+def read_gsm(data_dir: str | Path, n_shot: int = 8, exemplars_file: str | Path | None = None,
+             max_num_examples: int | None = None) -> tuple[list[dict], list[dict]]:
+    """``(questions, exemplars)``, checked: the test questions (a seeded sample of ``max_num_examples``) and the
+    chain-of-thought exemplars (``<data_dir>/cot_exemplars.jsonl`` unless ``exemplars_file``; none for 0 shots)."""
+    data_dir = Path(data_dir)
+    if n_shot < 0:
+        raise ValueError(f"--n_shot must be >= 0, got {n_shot}.")
     examples = read_jsonl(data_dir / "test.jsonl", "the GSM8K test file (test.jsonl)")
     for i, ex in enumerate(examples, 1):
         if not isinstance(ex, dict) or not {"question", "answer"} <= set(ex):
             raise ValueError(f"{data_dir / 'test.jsonl'} line {i}: expected an object with question and answer.")
         gold_answer(ex["answer"])
-    if args.max_num_examples and len(examples) > args.max_num_examples:
-        examples = random.Random(42).sample(examples, args.max_num_examples)
+    if max_num_examples and len(examples) > max_num_examples:
+        examples = random.Random(42).sample(examples, max_num_examples)
     exemplars = []
-    if args.n_shot:
-        exemplars = read_jsonl(Path(args.exemplars_file or data_dir / "cot_exemplars.jsonl"),
+    if n_shot:
+        exemplars = read_jsonl(Path(exemplars_file or data_dir / "cot_exemplars.jsonl"),
                                "the GSM8K chain-of-thought exemplars (cot_exemplars.jsonl)")
-        if len(exemplars) < args.n_shot:
-            raise ValueError(f"--n_shot {args.n_shot}: only {len(exemplars)} exemplars available.")
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
-                               use_fast=not args.use_slow_tokenizer)
-    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
-    prefix = build_prefix(exemplars, args.n_shot, cot=not args.no_cot)
+        if len(exemplars) < n_shot:
+            raise ValueError(f"--n_shot {n_shot}: only {len(exemplars)} exemplars available.")
+    return examples, exemplars
+
+
+def evaluate_gsm(model, tokenizer, data, *, n_shot: int = 8, cot: bool = True, exemplars_file=None,
+                 max_num_examples: int | None = None, chat_format=None, max_new_tokens: int = MAX_NEW_TOKENS,
+                 batch_size: int = 1, shared_prefix: bool = True, save_dir: str | Path | None = None) -> dict:
+    """``{"exact_match"}`` of ``model`` (a Hugging Face model, its tokenizer left padded, or a vLLM engine) on
+    GSM8K. ``data``: the data folder, or the ``(questions, exemplars)`` that ``read_gsm`` returned; ``chat_format``:
+    a formatting function or its name (None: plain prompts). With ``save_dir``, writes ``predictions.jsonl`` there."""
+    if isinstance(data, (str, Path)):
+        data = read_gsm(data, n_shot, exemplars_file, max_num_examples)
+    examples, exemplars = data
+    chat_fn = chat_function(chat_format)
+    prefix = build_prefix(exemplars, n_shot, cot=cot)
     prompts = [build_prompt(prefix, ex["question"], chat_fn, tokenizer) for ex in examples]
-    stop = None if args.use_chat_format else ["\n\n"]
-    outputs = greedy_outputs(args, prompts, tokenizer, args.max_new_tokens, stop, desc="GSM8K")
+    stop = None if chat_fn is not None else ["\n\n"]
+    outputs = greedy_outputs(model, tokenizer, prompts, max_new_tokens, stop, batch_size, shared_prefix, desc="GSM8K")
 
     records, metrics = score(examples, outputs)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    with open(save_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(save_dir) / "predictions.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
     print(f"GSM8K exact match: {metrics['exact_match']:.4f} on {len(records)} questions")
-    write_metrics(save_dir, metrics)
+    return metrics
+
+
+def run(args) -> dict:
+    data = read_gsm(args.data_dir, args.n_shot, args.exemplars_file, args.max_num_examples)
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    chat_fn = chat_function(chat_format(args))
+    metrics = evaluate_gsm(load_model(args, args.adapter_path), tokenizer, data, n_shot=args.n_shot,
+                           cot=not args.no_cot, chat_format=chat_fn, max_new_tokens=args.max_new_tokens,
+                           batch_size=args.eval_batch_size, shared_prefix=shared_prefix(args), save_dir=args.save_dir)
+    write_metrics(args.save_dir, metrics)
     return metrics
 
 

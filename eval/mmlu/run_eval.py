@@ -4,6 +4,9 @@
         --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
         --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
 
+In Python, on a model already loaded: ``evaluate_mmlu(model, tokenizer, data_dir, ntrain=0, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Prompt (per test row): "The following are multiple choice questions (with answers) about {subject}.\\n\\n",
 then k dev examples "{question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {X}\\n\\n", then the question without
 its answer, ending in "\\nAnswer:". The subject is written as in the original: each "_"-separated word
@@ -46,11 +49,12 @@ from eval.cli import (
     write_metrics,
 )
 from eval.mmlu.categories import categories, subcategories
-from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.templates import chat_function, format_chat_prompt
 from eval.utils import (
     DATA_HINT,
     adapter_save_dirs,
     add_model_arguments,
+    chat_format,
     get_next_word_predictions,
     iter_adapter_models,
     load_hf_lm_and_tokenizer,
@@ -197,44 +201,101 @@ def read_split(data_dir: Path, split: str, subject: str) -> pd.DataFrame:
     return df
 
 
+def read_mmlu(data_dir: str | Path, subjects: list[str] | None = None, ntrain: int = 5) -> dict:
+    """``{subject: (dev rows, test rows)}``, every file checked: the first ``ntrain`` dev rows (the shots) and the
+    test rows of ``subjects`` (default: every ``test/<subject>_test.csv``)."""
+    data_dir = Path(data_dir)
+    available = list_subjects(data_dir)
+    if subjects:
+        unknown = [s for s in subjects if s not in available]
+        if unknown:
+            raise EvalInputError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: "
+                                 f"{available}")
+    splits = {}
+    for subject in subjects or available:
+        dev_df = read_split(data_dir, "dev", subject)[:ntrain] if ntrain > 0 else pd.DataFrame()
+        splits[subject] = dev_df, read_split(data_dir, "test", subject)
+    return splits
+
+
+def evaluate_mmlu(model, tokenizer, data, *, ntrain: int = 5, subjects: list[str] | None = None,
+                  n_instances: int | None = None, chat_format=None, batch_size: int = 1,
+                  max_prompt_tokens: int = MAX_PROMPT_TOKENS, shared_prefix: bool = True,
+                  save_dir: str | Path | None = None, progress: Progress | None = None) -> dict:
+    """``{"average_acc", "subcat_acc", "cat_acc"}`` of ``model`` (its tokenizer left padded) on MMLU.
+
+    ``data``: the MMLU folder, or what ``read_mmlu`` returned; ``n_instances``: at most this many test rows per
+    subject (sampled with random_state=42); ``chat_format``: a formatting function or its name (None: plain
+    prompts). With ``save_dir``, each subject's rows and probabilities go to ``{subject}.csv`` as it is scored; with
+    ``progress`` as well, subjects an interrupted run with the same settings scored are read back instead."""
+    if isinstance(data, (str, Path)):
+        data = read_mmlu(data, subjects, ntrain)
+    chat_fn = chat_function(chat_format)
+    if save_dir is not None:
+        save_dir = Path(save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+    correct_by_subject = {}
+    for subject, (dev_df, test_df) in tqdm(data.items(), desc="MMLU subjects"):
+        kept = save_dir / f"{subject}.csv" if save_dir is not None else None
+        if progress is not None and subject in progress and kept.is_file():
+            correct_by_subject[subject] = pd.read_csv(kept)["correct"].to_numpy(dtype=bool)
+            tqdm.write(f"{subject}: scored by an interrupted run with the same settings; kept ({kept})")
+            continue
+        if n_instances and n_instances < test_df.shape[0]:
+            test_df = test_df.sample(n_instances, random_state=42)
+        correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, ntrain, chat_fn, batch_size,
+                                      max_prompt_tokens, shared_prefix)
+        correct_by_subject[subject] = correct
+        tqdm.write(f"Average accuracy {correct.mean():.3f} - {subject}")
+        if kept is not None:
+            test_df = test_df.copy()
+            test_df["correct"] = correct
+            for j, choice in enumerate(CHOICES):
+                test_df[f"choice{choice}_probs"] = probs[:, j]
+            write_atomic(kept, lambda tmp, df=test_df: df.to_csv(tmp, index=False), f"{subject}.csv")
+        if progress is not None:
+            progress.add(subject)
+    return aggregate(correct_by_subject)
+
+
 def run(args) -> dict:
     """Evaluate the requested subjects, write the per-subject CSVs and metrics.json, return the metrics.
 
     With several ``--adapter_path`` directories the base model is loaded once and each adapter is scored into
     its own results directory; the metrics of the last one are returned."""
-    data_dir = Path(args.data_dir)
     adapters = list(args.adapter_path or [])
     save_dirs = adapter_save_dirs(adapters, args.save_dir)
     for adapter in adapters:  # fail before loading the model
         read_adapter_config(adapter)
-    subjects = list_subjects(data_dir)
-    if args.subjects:
-        unknown = [s for s in args.subjects if s not in subjects]
-        if unknown:
-            raise EvalInputError(f"--subjects {unknown} have no test file in {data_dir / 'test'}; available: {subjects}")
-        subjects = list(args.subjects)
-    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
+    list_subjects(Path(args.data_dir))
+    chat_fn = chat_function(chat_format(args))
     for save_dir in save_dirs:
         check_save_dir(save_dir, args.overwrite)
-    splits = {}  # read and check every file before the model is loaded
-    for subject in subjects:
-        dev_df = read_split(data_dir, "dev", subject)[: args.ntrain] if args.ntrain > 0 else pd.DataFrame()
-        splits[subject] = dev_df, read_split(data_dir, "test", subject)
+    splits = read_mmlu(args.data_dir, args.subjects, args.ntrain)  # every file checked before the model is loaded
     if args.overwrite:  # --overwrite: the earlier results stop counting now; none of them is left beside the new
         for save_dir in save_dirs:
             (save_dir / "metrics.json").unlink(missing_ok=True)
-            for stale in set(list_subjects(data_dir)) - set(subjects):
+            for stale in set(list_subjects(Path(args.data_dir))) - set(splits):
                 (save_dir / f"{stale}.csv").unlink(missing_ok=True)
 
     print(f"Loading {args.model_name_or_path}" + (f" with adapter(s) {', '.join(adapters)}" if adapters else ""))
     model, tokenizer = load_hf_lm_and_tokenizer(
         args.model_name_or_path, args.tokenizer_name_or_path, load_in_8bit=args.load_in_8bit,
         use_fast_tokenizer=not args.use_slow_tokenizer, dtype=model_dtype(args))
-    if not adapters:
-        return evaluate(args, model, tokenizer, splits, chat_fn, save_dirs[0])
-    for (adapter, adapter_model), save_dir in zip(iter_adapter_models(model, adapters), save_dirs):
-        print(f"Adapter {adapter} -> {save_dir}")
-        metrics = evaluate(args, adapter_model, tokenizer, splits, chat_fn, save_dir, adapter)
+    models = iter_adapter_models(model, adapters) if adapters else [(None, model)]
+    for (adapter, adapter_model), save_dir in zip(models, save_dirs):
+        if adapter is not None:
+            print(f"Adapter {adapter} -> {save_dir}")
+        progress = Progress(save_dir, run_settings(args, adapter), args.overwrite)
+        metrics = evaluate_mmlu(adapter_model, tokenizer, splits, ntrain=args.ntrain, n_instances=args.n_instances,
+                                chat_format=chat_fn, batch_size=args.eval_batch_size,
+                                max_prompt_tokens=args.max_prompt_tokens, shared_prefix=shared_prefix(args),
+                                save_dir=save_dir, progress=progress)
+        for name, acc in {**metrics["subcat_acc"], **metrics["cat_acc"]}.items():
+            print(f"Average accuracy {acc:.3f} - {name}")
+        print(f"Average accuracy: {metrics['average_acc']:.3f}")
+        write_metrics(save_dir, metrics, indent=2)
+        progress.finish()
     return metrics
 
 
@@ -243,41 +304,6 @@ def run_settings(args, adapter: str | None) -> dict:
     skip = ("save_dir", "overwrite", "subjects", "adapter_path")
     return {**{k: v for k, v in sorted(vars(args).items()) if k not in skip},
             "adapter": str(Path(adapter).resolve()) if adapter else None}
-
-
-def evaluate(args, model, tokenizer, splits: dict, chat_fn, save_dir: Path, adapter: str | None = None) -> dict:
-    """Score each subject of ``splits`` ({subject: (dev, test)}) with ``model``; write ``{subject}.csv`` and
-    ``metrics.json`` into ``save_dir``. Subjects an interrupted run with the same settings already scored (their
-    CSV is written atomically, then recorded in ``.progress.json``) are read back instead of scored again."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(save_dir, run_settings(args, adapter or (args.adapter_path or [None])[0]), args.overwrite)
-    correct_by_subject = {}
-    for subject, (dev_df, test_df) in tqdm(splits.items(), desc="MMLU subjects"):
-        kept = save_dir / f"{subject}.csv"
-        if subject in progress and kept.is_file():
-            correct_by_subject[subject] = pd.read_csv(kept)["correct"].to_numpy(dtype=bool)
-            tqdm.write(f"{subject}: scored by an interrupted run with the same settings; kept ({kept})")
-            continue
-        if args.n_instances and args.n_instances < test_df.shape[0]:
-            test_df = test_df.sample(args.n_instances, random_state=42)
-        correct, probs = eval_subject(model, tokenizer, subject, dev_df, test_df, args.ntrain, chat_fn,
-                                      args.eval_batch_size, args.max_prompt_tokens, shared_prefix(args))
-        correct_by_subject[subject] = correct
-        tqdm.write(f"Average accuracy {correct.mean():.3f} - {subject}")
-        test_df = test_df.copy()
-        test_df["correct"] = correct
-        for j, choice in enumerate(CHOICES):
-            test_df[f"choice{choice}_probs"] = probs[:, j]
-        write_atomic(kept, lambda tmp, df=test_df: df.to_csv(tmp, index=False), f"{subject}.csv")
-        progress.add(subject)
-
-    metrics = aggregate(correct_by_subject)
-    for name, acc in {**metrics["subcat_acc"], **metrics["cat_acc"]}.items():
-        print(f"Average accuracy {acc:.3f} - {name}")
-    print(f"Average accuracy: {metrics['average_acc']:.3f}")
-    write_metrics(save_dir, metrics, indent=2)
-    progress.finish()
-    return metrics
 
 
 def build_parser() -> argparse.ArgumentParser:

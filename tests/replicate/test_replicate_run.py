@@ -9,9 +9,9 @@ from replicate_helpers import fake_bigbench
 
 from open_instruct.data.bigbench_ni import convert_tree
 from open_instruct.reformat_datasets import convert_super_ni_data
-from open_instruct.replicate.__main__ import main
-from open_instruct.replicate.grid import SETTINGS, build_grid
 from open_instruct.tiny import TINY_ARCHS, save_tiny_checkpoint
+from replication.__main__ import main
+from replication.grid import SETTINGS, build_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from open_instruct.replicate.report import method_table, paired_delta
+from replication.report import method_table, paired_delta
 
 
 def _frame():
@@ -50,7 +50,7 @@ def test_method_table_shows_each_paired_difference_under_its_own_header():
 
 
 def test_learning_curve_figure_draws_the_main_table_runs_only(tmp_path):
-    from open_instruct.replicate.report import plot_curves
+    from replication.report import plot_curves
 
     df = pd.DataFrame([{"stage": "main", "label": "LoRA r=e", "run_key": "a"},
                        {"stage": "lr", "label": "LoRA r=e", "run_key": "b"}])

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from open_instruct.replicate.grid import LR_LADDER, LR_SWEEP, SETTINGS, plan, resolve_lr, run_key, sweep_state
-from open_instruct.replicate.report import lr_table, superseded
+from replication.grid import LR_LADDER, LR_SWEEP, SETTINGS, plan, resolve_lr, run_key, sweep_state
+from replication.report import lr_table, superseded
 
 
 def sweep(label, losses):

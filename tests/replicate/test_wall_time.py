@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from open_instruct.replicate.__main__ import RUN_COLUMNS, append_run, read_runs
-from open_instruct.replicate.report import runs_table, train_seconds
+from replication.__main__ import RUN_COLUMNS, append_run, read_runs
+from replication.report import runs_table, train_seconds
 
 
 def _row(**kw):

@@ -6,8 +6,9 @@
 - ``arc_easy``:    ARC-Easy test, the same cloze scoring, length-normalised (``acc_per_char``)
 - ``mmlu_letter``: real MMLU 0-shot in the original letter format (the paper's benchmark; chance at 135M)
 
-The base model is loaded once; the adapter (the run directory's exported plain LoRA adapter) is attached
-with PEFT without merging. Everything is seeded subsets, so a rerun gives the same numbers.
+The model is loaded once, with the adapter (the run directory's exported plain LoRA adapter) attached with PEFT
+without merging, and every evaluator scores it in-process. Everything is seeded subsets, so a rerun gives the same
+numbers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 from pathlib import Path
 
 from eval.cli import read_jsonl_file
-from open_instruct.replicate.grid import Setting
+from replication.grid import Setting
 
 
 def seen_subset(rows: list[dict], per_task: int) -> list[dict]:
@@ -40,19 +41,17 @@ def fixed_subset(rows: list[dict], n: int) -> list[dict]:
 def score_run(model_path: str, adapter_path: str | None, data: dict[str, Path], setting: Setting,
               chat_format: str = "tokenizer") -> dict:
     """All metrics of one run as a flat dict (see the module doc). ``data``: heldout_dir, mmlu_dir, arc_file."""
-    from eval.cloze.run_eval import arc_questions, mmlu_questions, score
-    from eval.loglik import example_losses, mean_loss
-    from eval.mmlu.run_eval import main as mmlu_letter_main
+    from eval.cloze.run_eval import evaluate_cloze
+    from eval.loglik import example_losses, mean_loss, text_losses
+    from eval.mmlu.run_eval import evaluate_mmlu
     from eval.utils import load_hf_lm_and_tokenizer
 
-    model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right",
-                                                device_map=None)
+    # on the GPU when there is one (the evaluators' own default), else on the CPU
+    model, tokenizer = load_hf_lm_and_tokenizer(model_path, adapter_path=adapter_path, padding_side="right")
     out: dict[str, float | int] = {}
     if setting.scoring == "loss":  # a pilot: the held-out loss only
         rows = read_jsonl_file(data["heldout_dir"] / "heldout.jsonl")
         if setting.data == "german":
-            from eval.loglik import text_losses
-
             losses = text_losses(model, tokenizer, [r["text"] for r in rows], setting.max_seq_length,
                                  batch_size=setting.eval_batch_size, desc="held-out documents")
         else:
@@ -66,21 +65,14 @@ def score_run(model_path: str, adapter_path: str | None, data: dict[str, Path], 
                                 batch_size=setting.eval_batch_size, desc=name)
         out[name] = mean_loss(losses)
         out[f"{name}_n"] = len(rows)
-    mmlu = mmlu_questions(data["mmlu_dir"], setting.mmlu_per_subject)
-    metrics, _ = score(model, tokenizer, mmlu, setting.eval_batch_size)
+    metrics = evaluate_cloze(model, tokenizer, "mmlu", data["mmlu_dir"], n_instances=setting.mmlu_per_subject,
+                             batch_size=setting.eval_batch_size)
     out.update(mmlu_cloze=metrics["acc"], mmlu_cloze_per_char=metrics["acc_per_char"], mmlu_n=metrics["n"])
-    arc = arc_questions(data["arc_file"], setting.arc_easy_n)
-    metrics, _ = score(model, tokenizer, arc, setting.eval_batch_size)
+    metrics = evaluate_cloze(model, tokenizer, "arc_easy", data["arc_file"], n_instances=setting.arc_easy_n,
+                             batch_size=setting.eval_batch_size)
     out.update(arc_easy=metrics["acc_per_char"], arc_easy_sum=metrics["acc"], arc_easy_n=metrics["n"])
-    del model
-    letter_dir = data["scratch_dir"] / "mmlu_letter"
-    argv = ["--ntrain", "0", "--data_dir", str(data["mmlu_dir"]), "--save_dir", str(letter_dir),
-            "--n_instances", str(setting.mmlu_per_subject), "--model_name_or_path", model_path,
-            "--eval_batch_size", str(setting.eval_batch_size), "--use_chat_format",
-            "--chat_formatting_function", chat_format]
-    if adapter_path:
-        argv += ["--adapter_path", adapter_path]
-    if (letter_dir / "metrics.json").exists():
-        (letter_dir / "metrics.json").unlink()  # our own scratch copy from an interrupted scoring
-    out["mmlu_letter"] = mmlu_letter_main(argv)["average_acc"]
+    tokenizer.padding_side = "left"  # the letter format reads the next token at the end of left-padded prompts
+    out["mmlu_letter"] = evaluate_mmlu(model, tokenizer, data["mmlu_dir"], ntrain=0,
+                                       n_instances=setting.mmlu_per_subject, chat_format=chat_format,
+                                       batch_size=setting.eval_batch_size)["average_acc"]
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from open_instruct.replicate.grid import LR_LADDER, Setting, build_grid, resolve_lr, run_key, sweep_state
+from replication.grid import LR_LADDER, Setting, build_grid, resolve_lr, run_key, sweep_state
 
 METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 SHOWN = {"seen_loss": "held-in loss", "unseen_loss": "unseen-task loss", "mmlu_cloze": "MMLU cloze",
@@ -230,7 +230,7 @@ def stale_note(everything: pd.DataFrame, stale: pd.Series) -> str:
 def write_report(results_dir: Path, setting: Setting) -> int:
     table = results_dir / "runs.csv"
     if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist yet; run `python -m open_instruct.replicate run "
+        raise FileNotFoundError(f"{table} does not exist yet; run `python -m replication run "
                                 f"--setting {setting.name}` first")
     everything = pd.read_csv(table, dtype={"lr": str})
     stale = superseded(everything, setting)
@@ -239,7 +239,7 @@ def write_report(results_dir: Path, setting: Setting) -> int:
         return write_pilot_report(results_dir, setting, everything, df, stale)
     parts = [f"# Replication tables ({setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, "
              f"sequence {setting.max_seq_length}, budget e = {setting.e})", "",
-             f"{len(everything)} rows in runs.csv. Regenerate: `python -m open_instruct.replicate report --setting "
+             f"{len(everything)} rows in runs.csv. Regenerate: `python -m replication report --setting "
              f"{setting.name}`.", "", "## Regime check: is LoRA r=8e better than LoRA r=e here?", "",
              method_table(df[df.stage == "regime"], ["LoRA r=e", "LoRA r=8e"], "LoRA r=e"), "",
              "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
@@ -307,7 +307,7 @@ def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataF
              f"{setting.max_seq_length}, data {setting.data}, budget e = {setting.e}", "",
              f"{len(everything)} rows in runs.csv; training precision {', '.join(precision) or '(no trained row yet)'}"
              + (f"; supervised tokens per run {int(tokens.astype(float).mean()):,}" if not tokens.empty else "")
-             + f". Regenerate: `python -m open_instruct.replicate report --setting {setting.name}`.", "",
+             + f". Regenerate: `python -m replication report --setting {setting.name}`.", "",
              "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
              capacity_verdict(df), "",
              "## Each reference at its own learning rate", "",

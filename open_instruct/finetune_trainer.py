@@ -456,7 +456,11 @@ def _train(model_args, data_args, mos_args, training_args, resume, callbacks, st
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
                 training_args.seed)
 
-    tokenizer = expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
+    tokenizer = expected_failures(
+        load_tokenizer, "cannot load the tokenizer", model_args.tokenizer_name or model_args.model_name_or_path,
+        padding_side="right", use_fast=model_args.use_fast_tokenizer, notice=logger.warning,
+        flag="--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path", token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code)
     text_mode = data_args.train_format == "text" or (data_args.train_format == "auto"
                                                      and is_text_file(data_args.train_file))
     do_eval = bool(training_args.do_eval and data_args.max_eval_samples)

@@ -43,32 +43,15 @@ def require_file(path: str | Path, what: str) -> Path:
 # ----------------------------------------------------------------------------------------------- loading
 
 def load_tokenizer(name_or_path: str, use_fast: bool = True, padding_side: str = "left"):
-    """Load a tokenizer for batched evaluation: left padding, and a pad token (eos, else unk) if it has none.
+    """Load a tokenizer for batched evaluation: left padding, and the training's pad-token policy
+    (``open_instruct.model_loading.load_tokenizer``: its pad token, else unk, else eos).
 
     ``use_fast=False`` (``--use_slow_tokenizer``) asks for the slow tokenizer; when the checkpoint has no slow
     version the fast one is used and a notice is printed.
     """
-    from transformers import AutoTokenizer
+    from open_instruct.model_loading import load_tokenizer as load
 
-    if use_fast:
-        tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained)
-    else:
-        try:
-            tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained, use_fast=False)
-        except ValueError as err:
-            print(f"[notice] no slow tokenizer for {name_or_path} ({err}); using the fast tokenizer instead.")
-            tokenizer = loading("tokenizer", name_or_path, AutoTokenizer.from_pretrained)
-        else:
-            if getattr(tokenizer, "is_fast", False):
-                print(f"[notice] --use_slow_tokenizer: {name_or_path} has no slow tokenizer; "
-                      "using the fast tokenizer instead.")
-    tokenizer.padding_side = padding_side
-    if tokenizer.pad_token is None:
-        fallback = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
-        if fallback is None:
-            raise ValueError(f"The tokenizer at {name_or_path} has no pad, eos or unk token to pad batches with.")
-        tokenizer.pad_token = fallback
-    return tokenizer
+    return load(name_or_path, padding_side=padding_side, use_fast=use_fast)
 
 
 def _quantization_kwargs(load_in_8bit: bool) -> dict:

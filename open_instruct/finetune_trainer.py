@@ -1,6 +1,7 @@
 """Finetune a causal LM with MoS (or one of the paper's baselines: LoRA, VeRA, Tied-LoRA, PRoLoRA) on instruction JSONL.
 
-The original's training entry point, same argument names and defaults, on any Hugging Face causal LM:
+The original's training entry point, same argument names and defaults (but for r, e, p and c, which default to
+``MoSConfig``'s valid 8, 2, 1 and 4), on any Hugging Face causal LM:
 
     python open_instruct/finetune_trainer.py --model_name_or_path PATH --train_file data.jsonl \\
         --output_dir output/run --ft_mode mos --lora_r 8 --valid_param_lora_r 2 --valid_param_private_r 1 \\
@@ -26,7 +27,7 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: python open_instruct/finetune_trainer.py
@@ -50,6 +51,7 @@ from open_instruct.errors import (
 from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
 from open_instruct.model_loading import has_module, load_model, load_tokenizer
+from open_instruct.mos import MoSConfig
 from open_instruct.preemption import PREEMPTED, StopOnSignal, mark_preempted
 from open_instruct.run_dir import (
     COMPLETED,
@@ -67,6 +69,7 @@ from open_instruct.run_dir import (
 logger = logging.getLogger("finetune_trainer")
 
 FT_MODES = METHODS
+_MOS_DEFAULT = {f.name: f.default for f in fields(MoSConfig)}
 
 
 @dataclass
@@ -120,14 +123,19 @@ class AdapterArguments:
                 "method as: " + mapping_help() + "."})
     use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
     use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
-    lora_r: int = field(default=64, metadata={"help": "Rank r of the materialised adapter."})
+    # The rank and MoS settings default to MoSConfig's (r=8 e=2 p=1 c=4), so that the trainer run with only a model,
+    # data and an output directory trains a valid adapter; the original's 64/1/1/None fail MoS's own checks.
+    lora_r: int = field(default=_MOS_DEFAULT["r"], metadata={"help": "Rank r of the materialised adapter."})
     lora_alpha: float = field(default=16, metadata={"help": "Scaling: ΔW = (lora_alpha / lora_r)·B·A."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the adapter input."})
     lora_modules: str = field(default="all", metadata={
         "help": "'all' (every linear layer but the head: q,k,v,o,gate,up,down on LLaMA) or a comma list."})
-    valid_param_lora_r: int = field(default=1, metadata={"help": "MoS parameter-equivalent rank e."})
-    valid_param_private_r: int = field(default=1, metadata={"help": "MoS private ranks per layer p."})
-    num_chunk_per_vec: int | None = field(default=1, metadata={"help": "MoS shards per rank vector c."})
+    valid_param_lora_r: int = field(default=_MOS_DEFAULT["valid_param_lora_r"], metadata={
+        "help": "MoS parameter-equivalent rank e."})
+    valid_param_private_r: int = field(default=_MOS_DEFAULT["valid_param_private_r"], metadata={
+        "help": "MoS private ranks per layer p."})
+    num_chunk_per_vec: int | None = field(default=_MOS_DEFAULT["num_chunk_per_vec"], metadata={
+        "help": "MoS shards per rank vector c."})
     init_lora_A_vec_value: float = field(default=1.0, metadata={"help": "Mean of the frozen per-rank scaling."})
     init_lora_A_vec_std: float | None = field(default=0.0, metadata={"help": "Std of the per-rank scaling."})
     mos_subset_selection: bool = field(default=True, metadata={
@@ -448,7 +456,11 @@ def _train(model_args, data_args, mos_args, training_args, resume, callbacks, st
                 mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
                 training_args.seed)
 
-    tokenizer = expected_failures(load_tokenizer, "cannot load the tokenizer", model_args)
+    tokenizer = expected_failures(
+        load_tokenizer, "cannot load the tokenizer", model_args.tokenizer_name or model_args.model_name_or_path,
+        padding_side="right", use_fast=model_args.use_fast_tokenizer, notice=logger.warning,
+        flag="--tokenizer_name" if model_args.tokenizer_name else "--model_name_or_path", token=model_args.token,
+        trust_remote_code=model_args.trust_remote_code)
     text_mode = data_args.train_format == "text" or (data_args.train_format == "auto"
                                                      and is_text_file(data_args.train_file))
     do_eval = bool(training_args.do_eval and data_args.max_eval_samples)

@@ -56,7 +56,7 @@ def _prolora(a, common):
     c = a["num_chunk_per_vec"]
     return ProLoRAConfig(r=a["r"], unshared_r=a["valid_param_private_r"], reduce_lora_A_x=c, reduce_lora_B_x=c,
                          enable_lora_rotation=a["enable_lora_rotation"], lora_alpha=a["lora_alpha"],
-                         lora_dropout=a["lora_dropout"], **common)
+                         lora_dropout=a["lora_dropout"], seed=a["seed"], **common)
 
 
 def _mos(a, common):

@@ -14,7 +14,8 @@ s = r − u shared ranks, m = ``reduce_lora_A_x`` and n = ``reduce_lora_B_x`` (t
 shift = max(⌊s/m⌋, 1) for A and max(⌊s/n⌋, 1) for B ("rotation enhancement"; the paper's and the authors' code's
 default; 0 when rotation is off). The shared ranks come first and the unshared last, as in the authors' code.
 Initialisation ("rectified"): C_A and A_u ~ U(±1/√in), i.e. LoRA's kaiming-uniform with the full fan-in ``in``
-rather than the chunk's in/m; C_B = 0 and B_u = 0, so ΔW = 0 at the start.
+rather than the chunk's in/m; C_B = 0 and B_u = 0, so ΔW = 0 at the start. The draws come from one generator
+seeded with ``ProLoRAConfig.seed`` (as for MoS and Tied-LoRA), layer after layer.
 Trainable parameters per module: u·(in + out) + (r − u)·(in/m + out/n).
 """
 
@@ -38,6 +39,7 @@ from open_instruct.lowrank.layer import FactorLinear, layer_kwargs
 from open_instruct.lowrank.peft_type import ensure_peft_type
 from open_instruct.lowrank.pool import lora_a_bound
 from open_instruct.lowrank.serving import mixed_batch_hooks
+from open_instruct.lowrank.tuner import seeded_generator
 
 PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 
@@ -139,7 +141,8 @@ class ProLoRALinear(FactorLinear):
     dropout_attr = "prolora_dropout"
     method_name = "prolora"
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: ProLoRAConfig, **kwargs) -> None:
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: ProLoRAConfig,
+                 generator: torch.Generator | None = None, **kwargs) -> None:
         super().__init__(base_layer, **kwargs)
         self.prolora_A_chunk = nn.ParameterDict({})
         self.prolora_B_chunk = nn.ParameterDict({})
@@ -147,9 +150,10 @@ class ProLoRALinear(FactorLinear):
         self.prolora_B_unshared = nn.ParameterDict({})
         self.prolora_layout: dict[str, tuple[int, int, int, int]] = {}  # adapter -> (m, n, shift_A, shift_B)
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, config)
+        self.update_layer(adapter_name, config, generator)
 
-    def update_layer(self, adapter_name: str, config: ProLoRAConfig) -> None:
+    def update_layer(self, adapter_name: str, config: ProLoRAConfig, generator: torch.Generator | None = None) -> None:
+        """Register an adapter, its parts drawn from ``generator`` (the tuner's, seeded with ``config.seed``)."""
         r, u, m, n = config.r, config.unshared_r, config.reduce_lora_A_x, config.reduce_lora_B_x
         s, in_f, out_f = r - u, self.in_features, self.out_features
         self.r[adapter_name] = r
@@ -161,9 +165,9 @@ class ProLoRALinear(FactorLinear):
         b_chunk, b_unshared = torch.empty(out_f // n, s), torch.empty(out_f, u)
         bound = lora_a_bound(in_f)  # rectified: fan-in is the full input size, not the chunk's in/m
         for t in (a_chunk, a_unshared):
-            t.uniform_(-bound, bound)
+            t.uniform_(-bound, bound, generator=generator)
         for t in (b_chunk, b_unshared):
-            t.zero_() if config.init_weights else t.uniform_(-bound, bound)
+            t.zero_() if config.init_weights else t.uniform_(-bound, bound, generator=generator)
         self.prolora_A_chunk[adapter_name] = nn.Parameter(a_chunk)
         self.prolora_B_chunk[adapter_name] = nn.Parameter(b_chunk)
         self.prolora_A_unshared[adapter_name] = nn.Parameter(a_unshared)
@@ -196,7 +200,8 @@ class ProLoRAModel(BaseTuner):
 
     def inject_adapter(self, model, adapter_name, **kwargs) -> None:
         """Check every target against m and n first, so that a module that does not fit leaves the model as it was
-        (instead of half converted)."""
+        (instead of half converted); then draw every layer's initial parts from one generator seeded with
+        ``config.seed`` (recorded in the config when it was None)."""
         config = self._prepare_adapter_config(self.peft_config[adapter_name], self.get_model_config(model))
         config = _maybe_include_all_linear_layers(config, model)
         for key, module in model.named_modules():
@@ -209,6 +214,7 @@ class ProLoRAModel(BaseTuner):
             in_features, out_features = _get_in_out_features(base)
             if in_features is not None and out_features is not None:
                 config.validate_for_module(key, in_features, out_features)
+        self._init_generator = seeded_generator(config)
         super().inject_adapter(model, adapter_name, **kwargs)
 
     @contextmanager
@@ -219,9 +225,9 @@ class ProLoRAModel(BaseTuner):
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
         if isinstance(target, ProLoRALinear):
-            target.update_layer(adapter_name, config)
+            target.update_layer(adapter_name, config, self._init_generator)
             return
-        new_module = ProLoRALinear(target, adapter_name, config, **layer_kwargs(target, config))
+        new_module = ProLoRALinear(target, adapter_name, config, self._init_generator, **layer_kwargs(target, config))
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)

@@ -48,11 +48,6 @@ class TiedLoRAConfig(LowRankAdapterConfig):
         default=True,
         metadata={"help": "True: ΔW = 0 at start (see zero_init). False: A, B, u and v all random (for tests)."},
     )
-    seed: int | None = field(
-        default=None,
-        metadata={"help": "Seed of the initial A, B (and u, v when init_weights=False). None: drawn from torch's "
-                          "global RNG (so transformers.set_seed decides it), then recorded and saved."},
-    )
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for any constraint that does not depend on the model."""

@@ -19,7 +19,8 @@ def check_positive_int(owner: str, name: str, value, minimum: int = 1) -> None:
 @dataclass
 class LowRankAdapterConfig(PeftConfig):
     """Fields shared by the low-rank configs of this project (MoS, Tied-LoRA, PRoLoRA): targeting, scaling,
-    dropout, and their validation. Each method adds its own fields (``r`` among them) and sets its ``peft_type``."""
+    dropout, the initialisation seed, and their validation. Each method adds its own fields (``r`` among them) and
+    sets its ``peft_type``."""
 
     lora_alpha: float = field(default=16, metadata={"help": "Scaling numerator: ΔW is scaled by lora_alpha / r."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter's input."})
@@ -45,6 +46,12 @@ class LowRankAdapterConfig(PeftConfig):
     bias: str = field(default="none", metadata={"help": "Only 'none' is supported (as in the original)."})
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Extra modules to train and save in full (e.g. a classifier head)."}
+    )
+    seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of everything the adapter draws at random when it is built (initial factors, index "
+                          "lists). None: drawn from torch's global RNG (so transformers.set_seed decides it), then "
+                          "recorded here and saved with the adapter."},
     )
 
     # The method's PEFT type (set by each subclass); every config of it is stamped with it and validated.

@@ -31,16 +31,19 @@ class MoSConfig(LowRankAdapterConfig):
 
     method_peft_type = MOS_PEFT_TYPE
 
+    # Defaults: r=8 e=2 p=1 c=4, the proportions of the original's example run (r=16 e=4 p=2 c=4: a quarter of a
+    # rank-r LoRA's parameters, half of them private, four shards per vector) at PEFT LoRA's default rank 8, and the
+    # setting of this project's demo and benchmarks. (r−p)·c <= (e−p)·L·c then asks for L >= 7 layers.
     r: int = field(default=8, metadata={"help": "Rank r of the materialised adapter (original: lora_r)."})
     valid_param_lora_r: int = field(
-        default=1,
+        default=2,
         metadata={"help": "Parameter-equivalent rank e: the pools hold as many parameters as a rank-e LoRA."},
     )
     valid_param_private_r: int = field(
         default=1, metadata={"help": "Private rank vectors per layer p (0 <= p <= e, p <= r)."}
     )
     num_chunk_per_vec: int = field(
-        default=1, metadata={"help": "Shards per rank vector c; must divide every target's in and out size."}
+        default=4, metadata={"help": "Shards per rank vector c; must divide every target's in and out size."}
     )
     init_lora_A_vec_value: float = field(
         default=1.0, metadata={"help": "Mean of the frozen per-rank scaling vector vec (1 = off)."}
@@ -62,13 +65,7 @@ class MoSConfig(LowRankAdapterConfig):
         default=True,
         metadata={"help": "True: A pool U(±1/√in), B pool zeros (ΔW = 0 at start). False: both random (tests)."},
     )
-    seed: int | None = field(
-        default=None,
-        metadata={
-            "help": "Seed of the index lists, initial pools and vec. None: drawn from torch's global RNG "
-            "(so transformers.set_seed decides it), then recorded here and saved with the adapter."
-        },
-    )
+
     def validate(self) -> None:
         """Check the constraints that do not depend on the model; raise ``ValueError`` naming the field."""
         r, e, p = self.r, self.valid_param_lora_r, self.valid_param_private_r

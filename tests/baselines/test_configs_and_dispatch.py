@@ -13,6 +13,7 @@ from open_instruct.baselines import ProLoRAConfig, ProLoRAModel, TiedLoRAConfig,
 from open_instruct.lowrank import ensure_peft_type
 from open_instruct.methods import adapter_config
 from open_instruct.mos import MoSConfig
+from open_instruct.tiny import build_tiny_model
 
 
 @pytest.mark.parametrize(
@@ -85,7 +86,7 @@ def test_add_adapter_maps_the_launcher_arguments(tiny_llama, mode, expected):
         assert (cfg.unshared_r, cfg.reduce_lora_A_x, cfg.reduce_lora_B_x, cfg.lora_alpha) == (1, 2, 2, 8)
     if mode == "vera":
         assert cfg.projection_prng_key == 5
-    if mode in ("tied_lora", "mos"):
+    if mode in ("tied_lora", "prolora", "mos"):
         assert cfg.seed == 5 and cfg.lora_alpha == 8
 
 
@@ -96,3 +97,47 @@ def test_add_adapter_reports_bad_settings_as_usage_errors(tiny_llama):
     args = finetune_trainer.AdapterArguments(ft_mode="prolora", lora_r=4, valid_param_private_r=1, num_chunk_per_vec=3)
     with pytest.raises(finetune_trainer.UsageError, match="reduce_lora_A_x"):
         finetune_trainer.add_adapter(tiny_llama, args, seed=0)
+
+
+def _config_classes():
+    """The config class of every method in the table, as the trainer builds it from its default flags."""
+    return [type(finetune_trainer.method_config(finetune_trainer.AdapterArguments(ft_mode=m), seed=0)) for m in METHODS]
+
+
+def test_every_method_config_is_valid_with_no_arguments(tiny_tokenizer):
+    """Each config class with no arguments, and the trainer's default flags for each --ft_mode, build an adapter on
+    a tiny LM of 8 layers (MoS's defaults r=8 e=2 p=1 need L >= 7) and change no output before training."""
+    base = build_tiny_model("llama", tokenizer=tiny_tokenizer, num_hidden_layers=8)
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        reference = base(input_ids=ids).logits
+    for mode, cls in zip(METHODS, _config_classes()):
+        for model in (peft.get_peft_model(copy.deepcopy(base), cls()),
+                      finetune_trainer.add_adapter(copy.deepcopy(base), finetune_trainer.AdapterArguments(ft_mode=mode),
+                                                   seed=0)):
+            assert model.get_nb_trainable_parameters()[0] > 0, mode
+            with torch.no_grad():
+                torch.testing.assert_close(model(input_ids=ids).logits, reference, msg=mode)
+
+
+@pytest.mark.parametrize("build", ["config", "table"])
+def test_prolora_initialisation_follows_its_seed(tiny_llama, build):
+    def weights(seed):
+        config = (ProLoRAConfig(r=4, unshared_r=1, init_weights=False, seed=seed) if build == "config"
+                  else adapter_config("prolora", r=4, valid_param_private_r=1, num_chunk_per_vec=2, seed=seed))
+        model = peft.get_peft_model(copy.deepcopy(tiny_llama), config)
+        return model.peft_config["default"].seed, {n: p.detach().clone() for n, p in model.named_parameters()
+                                                   if p.requires_grad}
+
+    torch.manual_seed(0)
+    _, first = weights(3)
+    torch.manual_seed(1)  # the global RNG does not matter once the seed is given
+    _, again = weights(3)
+    _, other = weights(4)
+    assert first.keys() == again.keys() == other.keys() and len(first) == 4 * 14
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    # different seeds differ everywhere (the table's B parts start at zero for every seed)
+    assert all(not torch.equal(first[n], other[n]) for n in first if "prolora_A" in n or build == "config")
+    drawn, unseeded = weights(None)  # no seed: one is drawn, recorded in the config, and reproduces the weights
+    assert isinstance(drawn, int)
+    assert all(torch.equal(unseeded[n], weights(drawn)[1][n]) for n in unseeded)

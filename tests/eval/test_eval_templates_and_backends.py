@@ -42,7 +42,7 @@ def test_tokenizer_loading_slow_notice_and_pad_fallback(tmp_path, tiny_tokenizer
     (tmp_path / "tokenizer_config.json").write_text((tmp_path / "tokenizer_config.json").read_text()
                                                     .replace('"pad_token": "<pad>"', '"pad_token": null'))
     tok = load_tokenizer(str(tmp_path))
-    assert tok.pad_token == tok.eos_token == "</s>"
+    assert tok.pad_token == tok.unk_token == "<unk>"  # the training's policy: unk, else eos
 
 
 def test_generation_returns_only_new_text_cut_at_stop(tiny_checkpoint):

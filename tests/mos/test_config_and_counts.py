@@ -39,6 +39,19 @@ def test_llama2_7b_counts_on_meta_device():
         assert report.checkpoint_bytes < report.dense_lora_bytes or r == e
 
 
+def test_default_config_has_the_papers_small_budget(tiny_tokenizer):
+    """MoSConfig() is r=8 e=2 p=1 c=4: e x LoRA's parameters per rank, i.e. LoRA r=2's, the paper's ~5M budget on
+    LLaMA-2-7B (counted by PEFT's own LoRA); it needs 7 layers, and on fewer the error names the fix."""
+    config = MoSConfig()
+    assert (config.r, config.valid_param_lora_r, config.valid_param_private_r, config.num_chunk_per_vec) == (8, 2, 1, 4)
+    model = peft.get_peft_model(_meta_llama2_7b(), config)
+    assert model.get_nb_trainable_parameters()[0] == _lora_trainable(_meta_llama2_7b(), 2) == 4_997_120
+    assert {layer.r["default"] for layer in mos_layers(model).values()} == {8}
+    with pytest.raises(ValueError, match=r"\(r-p\)·c = \(8-1\)·4 = 28 distinct shared shards but the pool has only "
+                                         r"\(e-p\)·L·c = \(2-1\)·2·4 = 8. Raise valid_param_lora_r"):
+        peft.get_peft_model(build_tiny_model("llama", tokenizer=tiny_tokenizer), MoSConfig())
+
+
 @pytest.mark.parametrize("e", [1, 2])
 def test_tiny_counts_match_lora_per_rank(tiny_model, e):
     per_rank = _lora_trainable(copy.deepcopy(tiny_model), 1)

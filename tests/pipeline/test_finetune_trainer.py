@@ -10,7 +10,7 @@ import peft
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_helpers import StopAt
+from trainer_helpers import StopAt, write_chat_file
 from transformers import AutoModelForCausalLM
 
 from open_instruct import finetune_trainer
@@ -112,6 +112,32 @@ def test_bad_arguments_give_clear_errors(tiny_ckpt, superni_file, tmp_path, caps
         pytest.skip("the CPU-only error is what is tested here")
     assert finetune_trainer.main(_args(tiny_ckpt, superni_file, tmp_path / "x", "--max_steps", "1", *extra)) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_bare_trainer_trains_and_saves_a_mos_adapter(tiny_tokenizer, tmp_path, capsys):
+    """Only a model, a training file and an output directory: the defaults (MoS r=8 e=2 p=1 c=4, 3 epochs) train
+    and save an adapter stock PEFT loads. MoS's defaults need 7 layers; a model with fewer gets one line."""
+    model, data = save_tiny_checkpoint(tmp_path / "model", "llama", num_hidden_layers=8), tmp_path / "chat.jsonl"
+    write_chat_file(data)
+    out = tmp_path / "run"
+    assert finetune_trainer.main(["--model_name_or_path", str(model), "--train_file", str(data),
+                                  "--output_dir", str(out)]) == 0
+    assert (out / "completed").exists() and (out / "adapter_model.safetensors").exists()
+    config = json.loads((out / "mos_adapter/adapter_config.json").read_text())
+    assert [config[k] for k in ("r", "valid_param_lora_r", "valid_param_private_r", "num_chunk_per_vec")] == [8, 2, 1, 4]
+    lora_per_rank = peft.get_peft_model(AutoModelForCausalLM.from_pretrained(model),
+                                        peft.LoraConfig(r=1, target_modules="all-linear"))
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["trainable_params"] == 2 * lora_per_rank.get_nb_trainable_parameters()[0]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 12  # 64 examples, batch 16, 3 epochs
+    pools_b = [v for k, v in _pools(out).items() if k.endswith(".B")]
+    assert len(pools_b) == 7 and all(torch.count_nonzero(v) > 0 for v in pools_b)  # B starts at zero: it trained
+    peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), out)  # the exported plain LoRA
+    two_layers = save_tiny_checkpoint(tmp_path / "two_layers", "llama")
+    assert finetune_trainer.main(["--model_name_or_path", str(two_layers), "--train_file", str(data),
+                                  "--output_dir", str(tmp_path / "short")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(e-p)·L·c = (2-1)·2·4 = 8. Raise valid_param_lora_r" in err and "Traceback" not in err
 
 
 def test_missing_train_file_and_config_file(tiny_ckpt, tmp_path, capsys):

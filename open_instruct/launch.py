@@ -339,7 +339,7 @@ def build(launcher: Launcher, args: list[str], environ=os.environ) -> Plan:
                 raise UserError(f"evaluation data {eval_data_dir}/{needed} not found: run scripts/prepare_eval_data.sh, "
                                 "set EVAL_DATA_DIR, or SKIP_EVAL=1")
 
-    cuda = _has_cuda(a["GPU_ID"], launcher.python)
+    cuda, native_bf16 = _probe_device(a["GPU_ID"], launcher.python)
     if cuda:
         num_gpus = num_gpus if num_gpus is not None else len(a["GPU_ID"].split(","))
         use_qlora = True if use_qlora is None else use_qlora
@@ -356,9 +356,7 @@ def build(launcher: Launcher, args: list[str], environ=os.environ) -> Plan:
             device_args, eval_device_args = ("--torch_dtype", "bfloat16", "--use_cpu", "True", "--bf16", "True"), (
                 "--torch_dtype", "bfloat16")
             _note("no CUDA device: training and evaluating on the CPU in bfloat16 (adapter weights float32)")
-            from open_instruct.model_loading import cpu_native_bf16
-
-            if not cpu_native_bf16():
+            if not native_bf16:
                 _note("warning: this CPU has no native bfloat16 (avx512_bf16/AMX): PRECISION=bf16 is far slower "
                       "here than PRECISION=fp32")
         else:
@@ -392,14 +390,22 @@ def _note(message: str) -> None:
     print(f"[launcher] {message}", file=sys.stderr, flush=True)
 
 
-def _has_cuda(gpu_ids: str, python: str) -> bool:
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpu_ids
-    try:
-        import torch
-    except ImportError:
+PROBE = ("import torch; from open_instruct.model_loading import cpu_native_bf16; "
+         "print(int(torch.cuda.is_available()), int(cpu_native_bf16()))")
+
+
+def _probe_device(gpu_ids: str, python: str) -> tuple[bool, bool]:
+    """(CUDA available, the CPU computes bfloat16 natively), asked of PYTHON, the interpreter that will train, on
+    the devices GPU_ID makes visible."""
+    import subprocess
+
+    probe = subprocess.run([python, "-c", PROBE], capture_output=True, text=True,
+                           env={**os.environ, "CUDA_VISIBLE_DEVICES": gpu_ids})
+    answer = probe.stdout.split()
+    if probe.returncode != 0 or not answer or answer[0] not in ("0", "1"):
         raise UserError(f"cannot import torch with PYTHON={python}; activate the project's environment "
-                        "(bash scripts/bootstrap.sh)") from None
-    return torch.cuda.is_available()
+                        "(bash scripts/bootstrap.sh)")
+    return answer[0] == "1", answer[1:] == ["1"]
 
 
 # ----------------------------------------------------------------------------------------------------------- commands

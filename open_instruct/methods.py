@@ -314,5 +314,7 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the registry plugins register with is open_instruct.methods, not __main__
+    from open_instruct.methods import main as registry_main
+
+    sys.exit(registry_main())

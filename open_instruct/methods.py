@@ -300,11 +300,6 @@ def add_adapter(model, args, seed: int):
     return entry.convert(peft.get_peft_model(model, config_from_args(args, seed, "lora")), config)
 
 
-def describe(method_name: str, config) -> str:
-    """The settings of ``config`` in the method's own notation, e.g. ``r=8 u=1 m=n=4``."""
-    return method(method_name).describe(config)
-
-
 def main() -> int:
     """Print the methods and the launcher arguments each reads (the launchers' usage text uses this)."""
     methods = registry()

@@ -22,6 +22,13 @@ LEGACY_SIGNATURE = "launcher_args.txt"  # what a resume had to match before run.
 POSITIONAL = ("lora_r", "seed", "GPU_ID", "learning_rate", "finetune_mode", "init_lora_A_vec_value",
               "init_lora_A_vec_std", "valid_param_private_r", "valid_param_lora_r", "num_chunk_per_vec")
 
+# How the positional arguments appear in a resume's signature and in the run directory's name.
+SIGNATURE_KEYS = (("lora_r", "lora_r"), ("seed", "seed"), ("lr", "learning_rate"), ("mode", "finetune_mode"),
+                  ("vec_value", "init_lora_A_vec_value"), ("vec_std", "init_lora_A_vec_std"),
+                  ("p", "valid_param_private_r"), ("e", "valid_param_lora_r"), ("c", "num_chunk_per_vec"))
+NAME_KEYS = (("GPU", "GPU_ID"), ("r", "lora_r"), ("lr", "learning_rate"), ("sd", "seed"), ("ft_mode", "finetune_mode"),
+             *((name, name) for name in POSITIONAL[5:9]), ("num_chunk", "num_chunk_per_vec"))
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -99,18 +106,13 @@ class RunSpec:
     def signature(self) -> str:
         """What a resume must repeat (the GPU may change between attempts); the format of ``launcher_args.txt``."""
         a = dict(zip(POSITIONAL, self.positional))
-        return (f"launcher={self.launcher} lora_r={a['lora_r']} seed={a['seed']} lr={a['learning_rate']} "
-                f"mode={a['finetune_mode']} vec_value={a['init_lora_A_vec_value']} "
-                f"vec_std={a['init_lora_A_vec_std']} p={a['valid_param_private_r']} e={a['valid_param_lora_r']} "
-                f"c={a['num_chunk_per_vec']} model={self.model}")
+        return " ".join([f"launcher={self.launcher}", *(f"{key}={a[arg]}" for key, arg in SIGNATURE_KEYS),
+                         f"model={self.model}"])
 
     def name_tail(self) -> str:
         """The run directory's name after the prefix and time: the positional arguments, for people to read."""
         a = dict(zip(POSITIONAL, self.positional))
-        return (f"GPU_{a['GPU_ID']}_r_{a['lora_r']}_lr_{a['learning_rate']}_sd_{a['seed']}_ft_mode_"
-                f"{a['finetune_mode']}_init_lora_A_vec_value_{a['init_lora_A_vec_value']}_init_lora_A_vec_std_"
-                f"{a['init_lora_A_vec_std']}_valid_param_private_r_{a['valid_param_private_r']}_valid_param_lora_r_"
-                f"{a['valid_param_lora_r']}_num_chunk_{a['num_chunk_per_vec']}")
+        return "_".join(f"{key}_{a[arg]}" for key, arg in NAME_KEYS)
 
     def run_name(self) -> str:
         """The run directory's path below OUTPUT_ROOT."""

@@ -1,6 +1,6 @@
 """Reading a saved adapter directory: its config, its weights, and base model + adapter loaded with checks.
 
-Importing ``open_instruct.methods`` registers the MOS, TIED_LORA and PROLORA PEFT types, so the native
+``open_instruct.methods.register_peft_types`` registers the PEFT types of every method, so the native
 checkpoints of every method load through ``peft.PeftModel.from_pretrained`` like PEFT's own. Every way a saved
 adapter can fail to fit is an ``AdapterError`` with one line naming the file and the fix: a config that is not
 JSON, truncated weights, weights whose shapes no longer match the config (r, e, c edited), or an adapter trained
@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from open_instruct.errors import UserError
+from open_instruct.methods import adapter_subdir, register_peft_types, tuner_prefixes
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-# Attribute names that start an adapter's own tensors in a checkpoint key (the rest is the module's path).
-_TUNER_PREFIXES = ("lora_", "mos_", "tied_lora_", "prolora_", "vera_")
 
 
 class AdapterError(UserError, ValueError):
@@ -71,12 +70,12 @@ def adapter_weight_keys(adapter_dir: str | Path) -> list[str]:
 
 def _module_paths(keys) -> set[str]:
     """``base_model.model.<path>.<tuner attr>...`` -> ``<path>`` for the keys of adapted modules."""
-    paths = set()
+    paths, prefixes = set(), tuner_prefixes()  # the attribute names that start an adapter's own tensors
     for key in keys:
         if not key.startswith("base_model.model."):
             continue  # tensors on the tuner itself (shared pools)
         parts = key.removeprefix("base_model.model.").split(".")
-        cut = next((i for i, part in enumerate(parts) if part.startswith(_TUNER_PREFIXES)), None)
+        cut = next((i for i, part in enumerate(parts) if part.startswith(prefixes)), None)
         if cut:
             paths.add(".".join(parts[:cut]))
     return paths
@@ -104,8 +103,7 @@ def attach_adapter(model, adapter_dir: str | Path, is_trainable: bool = False, a
     """
     from peft import PeftModel
 
-    import open_instruct.methods  # noqa: F401  (registers the MOS, TIED_LORA and PROLORA PEFT types)
-
+    register_peft_types()
     config = read_adapter_config(adapter_dir)
     file_paths = _module_paths(adapter_weight_keys(adapter_dir))
     name = adapter_name or "default"
@@ -173,11 +171,6 @@ def load_model_with_adapter(base_model: str, adapter_dir: str, dtype: torch.dtyp
 
 
 # ------------------------------------------------------------------------------------------------- a run's adapters
-def native_adapter_subdir(ft_mode: str) -> str:
-    """Where a run keeps the method's own (compact) checkpoint: ``mos_adapter``, ``vera_adapter``, ..."""
-    return f"{ft_mode}_adapter"
-
-
 def save_run_adapters(model, output_dir: Path, ft_mode: str) -> None:
     """A plain LoRA adapter at the top of ``output_dir`` (exported exactly for every method but lora, which is one
     already) and the method's own checkpoint in ``<ft_mode>_adapter/``."""
@@ -186,7 +179,7 @@ def save_run_adapters(model, output_dir: Path, ft_mode: str) -> None:
         return
     from open_instruct.lowrank import export_lora
 
-    model.save_pretrained(Path(output_dir) / native_adapter_subdir(ft_mode))
+    model.save_pretrained(Path(output_dir) / adapter_subdir(ft_mode))
     export_lora(model, output_dir)
 
 

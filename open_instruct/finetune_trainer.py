@@ -48,8 +48,8 @@ from open_instruct.errors import (
     one_line_usage,
     report,
 )
-from open_instruct.methods import METHODS, config_from_args, mapping_help
 from open_instruct.methods import add_adapter as add_method_adapter
+from open_instruct.methods import config_from_args, mapping_help, method, registry
 from open_instruct.model_loading import has_module, load_model, load_tokenizer
 from open_instruct.mos import MoSConfig
 from open_instruct.preemption import PREEMPTED, StopOnSignal, mark_preempted
@@ -68,7 +68,6 @@ from open_instruct.run_dir import (
 
 logger = logging.getLogger("finetune_trainer")
 
-FT_MODES = METHODS
 _MOS_DEFAULT = {f.name: f.default for f in fields(MoSConfig)}
 
 
@@ -119,8 +118,8 @@ class AdapterArguments:
     launcher's names; ``open_instruct.methods`` maps them onto each method's config."""
 
     ft_mode: str = field(default="mos", metadata={
-        "help": "Adapter: mos, or a baseline of the paper: lora, vera, tied_lora, prolora. The other flags map to each "
-                "method as: " + mapping_help() + "."})
+        "help": "Adapter: one of the registered methods (open_instruct.methods): " + ", ".join(registry()) + ". "
+                "The other flags map to each method as: " + mapping_help() + "."})
     use_lora: bool = field(default=True, metadata={"help": "Train an adapter (must be True)."})
     use_qlora: bool = field(default=False, metadata={"help": "4-bit NF4 base model (needs a GPU + bitsandbytes)."})
     # The rank and MoS settings default to MoSConfig's (r=8 e=2 p=1 c=4), so that the trainer run with only a model,
@@ -232,8 +231,8 @@ def read_config_file(name: str) -> dict:
 
 
 def validate_args(model_args, data_args, mos_args, training_args) -> None:
-    if mos_args.ft_mode not in FT_MODES:
-        raise UsageError(f"--ft_mode {mos_args.ft_mode!r} is not supported; choose one of {', '.join(FT_MODES)}.")
+    if mos_args.ft_mode not in registry():
+        raise UsageError(f"--ft_mode {mos_args.ft_mode!r} is not supported; choose one of {', '.join(registry())}.")
     if not mos_args.use_lora:
         raise UsageError("--use_lora False (full finetuning) is not supported; this trainer trains adapters.")
     if mos_args.enable_lora_bias or mos_args.init2zero_via_vec:
@@ -293,10 +292,6 @@ def supervised_tokens_seen(trainer, stats: dict) -> int:
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     mean = stats["num_train_trainable_tokens"] / max(stats["num_train"], 1)
     return round(trainer.state.global_step * per_step * mean)
-
-
-def trainable_parameters(model) -> int:
-    return model.get_nb_trainable_parameters()[0]
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -452,9 +447,9 @@ def _train(model_args, data_args, mos_args, training_args, resume, callbacks, st
     (output_dir / COMPLETED).unlink(missing_ok=True)  # a run in progress is never marked complete
     (output_dir / PREEMPTED).unlink(missing_ok=True)  # nor preempted
     set_seed(training_args.seed)
-    logger.info("ft_mode=%s r=%d e=%d p=%d c=%s seed=%d", mos_args.ft_mode, mos_args.lora_r,
-                mos_args.valid_param_lora_r, mos_args.valid_param_private_r, mos_args.num_chunk_per_vec,
-                training_args.seed)
+    entry = method(mos_args.ft_mode)
+    logger.info("ft_mode=%s (%s) %s seed=%d", entry.name, entry.label,
+                entry.describe(method_config(mos_args, training_args.seed)), training_args.seed)
 
     tokenizer = expected_failures(
         load_tokenizer, "cannot load the tokenizer", model_args.tokenizer_name or model_args.model_name_or_path,
@@ -485,7 +480,7 @@ def _train(model_args, data_args, mos_args, training_args, resume, callbacks, st
     model = expected_failures(load_model, f"cannot load the model {model_args.model_name_or_path}", model_args,
                                mos_args, training_args)
     model = add_adapter(model, mos_args, training_args.seed)
-    n_trainable = trainable_parameters(model)
+    n_trainable = entry.trainable(model)
     logger.info("trainable parameters: %s", f"{n_trainable:,}")
     if mos_args.ft_mode == "mos":
         from open_instruct.mos import mos_report

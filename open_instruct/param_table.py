@@ -165,14 +165,15 @@ def measure(config, row: Row, target_modules="all-linear") -> Entry:
     import peft
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    from open_instruct.methods import adapter_config, describe, method
+    from open_instruct.methods import adapter_config, method
 
-    used = method(row.method).reads
+    entry = method(row.method)
+    used = entry.reads
     launcher = " ".join(str(getattr(row, k)) if k in used else "-" for k in ("r", "p", "e", "c"))
     try:
         cfg = adapter_config(row.method, r=row.r, valid_param_private_r=row.p, valid_param_lora_r=row.e,
                              num_chunk_per_vec=row.c, seed=0, target_modules=target_modules, task_type=None)
-        settings = describe(row.method, cfg)
+        settings = entry.describe(cfg)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = peft.get_peft_model(meta_model(config), cfg)
@@ -180,14 +181,14 @@ def measure(config, row: Row, target_modules="all-linear") -> Entry:
         return Entry(row.method, " ".join(f"{k}={getattr(row, k)}" for k in used), launcher, error=str(err))
     layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
     per_rank = sum(m.in_features + m.out_features for m in layers)
-    trainable = model.get_nb_trainable_parameters()[0]
+    trainable = entry.trainable(model)
     state = peft.get_peft_model_state_dict(model)
     ckpt = sum(t.numel() * t.element_size() for t in state.values())
     export = sum(m.r["default"] * (m.in_features + m.out_features) for m in layers) * 4
-    entry = Entry(row.method, settings, launcher, trainable, per_rank, ckpt, export)
-    if row.method == "vera" and getattr(cfg, "save_projection", False):
-        entry.notes.append("checkpoint includes VeRA's frozen projections (save_projection=True)")
-    return entry
+    measured = Entry(row.method, settings, launcher, trainable, per_rank, ckpt, export)
+    if entry.note:
+        measured.notes.append(entry.note)
+    return measured
 
 
 def build_table(model_spec: str, rows: list[Row], target_modules="all-linear") -> tuple[object, list[Entry]]:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from open_instruct.errors import UserError, disk_full
+from open_instruct.methods import adapter_subdir, registry
 
 logger = logging.getLogger("finetune_trainer")
 COMPLETED = "completed"  # written last by the trainer: the run finished and every output exists
@@ -43,12 +44,20 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.mo
 FINAL_OUTPUTS = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "README.md",
                  "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
                  "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json")
-ADAPTER_DIRS = r"(mos|lora|vera|tied_lora|prolora)_adapter"
-FINAL_DIRS = re.compile(rf"^{ADAPTER_DIRS}$")
 # What a run of finetune_trainer (and the evaluators run by the launchers) writes into its output directory.
 RUN_FILES = (*FINAL_OUTPUTS, "train_results.json", "eval_results.json", "all_results.json", "metrics.json",
              "trainer_state.json", "training_args.bin", "run.log", "completed", "preempted")
-RUN_DIRS = re.compile(rf"^(checkpoint-\d+|{ADAPTER_DIRS}|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
+
+
+def final_dirs() -> re.Pattern:
+    """The methods' own adapter directories (``mos_adapter``, ...: one per registered method)."""
+    names = "|".join(re.escape(adapter_subdir(name)) for name in registry())
+    return re.compile(rf"^({names})$")
+
+
+def run_dirs() -> re.Pattern:
+    """The folders a run writes: checkpoints, the methods' adapter directories, the evaluators' results."""
+    return re.compile(rf"^(checkpoint-\d+|{final_dirs().pattern[1:-1]}|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
 
 
 def checkpoint_step(path: str | Path) -> int:
@@ -108,9 +117,9 @@ def remove_partial_checkpoints(output_dir: str | Path) -> list[str]:
 def remove_final_outputs(output_dir: str | Path) -> list[str]:
     """Remove the final adapter(s) and tokenizer files of a run (written in part when the disk filled up)."""
     output_dir = Path(output_dir)
-    removed = []
+    removed, adapter_dirs = [], final_dirs()
     for path in sorted(output_dir.iterdir()) if output_dir.is_dir() else []:
-        if path.is_dir() and FINAL_DIRS.match(path.name):
+        if path.is_dir() and adapter_dirs.match(path.name):
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and path.name in FINAL_OUTPUTS:
             path.unlink()
@@ -123,11 +132,11 @@ def remove_final_outputs(output_dir: str | Path) -> list[str]:
 def clear_previous_run(output_dir: str | Path) -> list[str]:
     """Remove what an earlier run wrote into ``output_dir`` (by name); return the names removed."""
     output_dir = Path(output_dir)
-    removed = []
+    removed, written = [], run_dirs()
     if not output_dir.is_dir():
         return removed
     for path in sorted(output_dir.iterdir()):
-        if path.is_dir() and not path.is_symlink() and RUN_DIRS.match(path.name):
+        if path.is_dir() and not path.is_symlink() and written.match(path.name):
             shutil.rmtree(path)
         elif (path.is_file() or path.is_symlink()) and path.name in RUN_FILES:
             path.unlink()

@@ -4,7 +4,8 @@ Shared logic behind the top-level ``mmlu_summarize.py``, ``tydiqa_summarize.py``
 ``gsm_summarize.py`` and ``codex_summarize.py``.
 
 Compared with the original summarizers (same scan, same first columns) this adds: the hyperparameters
-parsed from the launcher's directory names (r, seed, lr, ft_mode, p, e, c), the trainable-parameter count
+(r, seed, lr, ft_mode, p, e, c) from the run's ``run.json`` (for runs made before it, parsed from the
+launcher's directory name), the trainable-parameter count
 (all_results.json, else the run's metrics.json), runs that were only evaluated (e.g. a base model), a
 terminal table, the reasons runs were skipped, and a plot of score against trainable parameters.
 
@@ -28,12 +29,14 @@ from pathlib import Path
 import pandas as pd
 
 from open_instruct.errors import UserError, one_line, one_line_usage
+from open_instruct.run_spec import hyperparameters, read_run_spec
 
 TRAIN_COLUMNS = ["dir", "train_loss", "eval_loss", "time_h"]
 HPARAM_COLUMNS = ["r", "seed", "lr", "ft_mode", "p", "e", "c"]
 EXTRA_COLUMNS = ["trainable_params", "path"]
 INT_COLUMNS = ["r", "seed", "p", "e", "c", "trainable_params"]
 
+# The launcher's directory names, parsed only for run directories without a run.json (made before it existed):
 # LLaMA2_7b_MoS_superni_${TIME}_GPU_${GPU}_r_${r}_lr_${lr}_sd_${seed}_ft_mode_${mode}_init_lora_A_vec_value_${v}
 # _init_lora_A_vec_std_${s}_valid_param_private_r_${p}_valid_param_lora_r_${e}_num_chunk_${c}
 RUN_NAME = re.compile(
@@ -110,13 +113,22 @@ class SkipRun(Exception):
 # ----------------------------------------------------------------------------------------------- reading
 
 def parse_run_name(name: str) -> dict:
-    """Hyperparameters from a launcher directory name; all ``None`` when the name does not match."""
+    """Hyperparameters from a launcher directory name made before run.json; all ``None`` when it does not match."""
     match = RUN_NAME.fullmatch(name)
     if match is None:
         return dict.fromkeys(HPARAM_COLUMNS)
     g = match.groupdict()
     return {"r": int(g["r"]), "seed": int(g["seed"]), "lr": float(g["lr"]), "ft_mode": g["ft_mode"],
             "p": int(g["p"]), "e": int(g["e"]), "c": int(g["c"])}
+
+
+def run_hyperparameters(run_dir: Path) -> dict:
+    """The run's hyperparameters from its run.json; from its directory name only for a run made before run.json."""
+    try:
+        spec = read_run_spec(run_dir)
+    except UserError as err:
+        raise SkipRun(str(err)) from err
+    return hyperparameters(spec) if spec else parse_run_name(run_dir.name)
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -167,7 +179,7 @@ def summarize_run(run_dir: Path, benchmark: Benchmark, output_root: Path) -> dic
     row = {"dir": run_dir.name, "train_loss": all_results.get("train_loss"),
            "eval_loss": all_results.get("eval_loss"), "time_h": runtime / 3600 if runtime is not None else None}
     row.update(scores)
-    row.update(parse_run_name(run_dir.name))
+    row.update(run_hyperparameters(run_dir))
     row["trainable_params"] = read_trainable_params(run_dir, all_results)
     row["path"] = str(run_dir.relative_to(output_root)) if run_dir.is_relative_to(output_root) else str(run_dir)
     return row
@@ -239,18 +251,26 @@ def _short(name: str, width: int = 48) -> str:
     return name if len(name) <= width else name[: width // 2 - 1] + "…" + name[-(width // 2):]
 
 
-def _display_name(name: str) -> str:
-    """A launcher name as "<prefix>_<TIME>" (its hyperparameters have their own columns), others shortened."""
-    match = RUN_NAME.fullmatch(name)
+def _display_name(path: str, output_root: Path) -> str:
+    """A launcher run as "<prefix>_<TIME>" (its hyperparameters have their own columns), others shortened."""
+    run_dir = Path(path) if Path(path).is_absolute() else output_root / path
+    name = run_dir.name
+    try:
+        spec = read_run_spec(run_dir)
+    except UserError:
+        spec = None
+    if spec and name == Path(spec.run_name()).name:
+        return _short(f"{Path(spec.run_prefix).name}_{spec.started}")
+    match = None if spec else RUN_NAME.fullmatch(name)
     return _short(f"{match['prefix']}_{match['time']}" if match else name)
 
 
-def format_table(df: pd.DataFrame) -> str:
+def format_table(df: pd.DataFrame, output_root: str | Path = ".") -> str:
     """The summary for the terminal: directory names shortened, all-empty columns left out."""
     if df.empty:
         return "(no runs)"
     shown = df.drop(columns=["path"]).dropna(axis=1, how="all").copy()
-    shown["dir"] = shown["dir"].map(_display_name)
+    shown["dir"] = [_display_name(path, Path(output_root)) for path in df["path"]]
     for col in shown.columns:
         fmt = "{:g}" if col == "lr" else "{:.4f}" if pd.api.types.is_float_dtype(shown[col]) else "{}"
         shown[col] = ["" if pd.isna(x) else fmt.format(x) for x in shown[col]]
@@ -342,7 +362,7 @@ def main(benchmark: Benchmark, argv=None) -> pd.DataFrame:
         _fail(one_line(err))
     labels = sorted(df["dataset"].dropna().unique()) if "dataset" in df else []
     print(f"\n{benchmark.name}" + (f" (data: {', '.join(labels)})" if labels else ""))
-    print(format_table(df))
+    print(format_table(df, args.output_root))
     if skipped:
         print(f"\nSkipped {len(skipped)} run(s):")
         for run, reason in skipped:

@@ -12,8 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
 import open_instruct.lowrank
-import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.adapters import AdapterError, attach_adapter
 from open_instruct.export import main as export_main
 from open_instruct.mos import MoSConfig

@@ -11,7 +11,8 @@ import peft
 import pytest
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
+import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.errors import disk_full
 from open_instruct.mos import MoSConfig
 from open_instruct.run_dir import last_complete_checkpoint

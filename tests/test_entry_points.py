@@ -18,7 +18,8 @@ import peft
 import pytest
 from transformers import AutoModelForCausalLM
 
-import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
+import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.errors import EXIT_ERROR, UserError
 from open_instruct.mos import MoSConfig
 from open_instruct.tiny import save_tiny_checkpoint

@@ -109,7 +109,8 @@ def test_method_on_4bit_base_trains_and_exports_exactly(method, tmp_path):
     reason = gpu_skip_reason()
     if reason:
         pytest.skip(reason)
-    import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+    import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
+    import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 
     check_method(method, GPU, tmp_path)
 

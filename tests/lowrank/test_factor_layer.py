@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
-import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
+import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.baselines import ProLoRAConfig, TiedLoRAConfig
 from open_instruct.lowrank import FactorLinear, export_lora
 from open_instruct.mos import MoSConfig

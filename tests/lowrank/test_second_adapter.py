@@ -4,7 +4,8 @@ import peft
 import pytest
 import torch
 
-import open_instruct.methods  # noqa: F401  (registers the PEFT types)
+import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
+import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.baselines import TiedLoRAConfig
 from open_instruct.mos import MoSConfig
 from open_instruct.tiny import build_tiny_model

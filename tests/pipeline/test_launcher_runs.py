@@ -1,14 +1,16 @@
 """The launchers' run-directory handling, paths and environment checks, with a stand-in for python.
 
 The stand-in (PYTHON=stub) records every command the launcher runs and plays the trainer and the evaluators
-(STUB_TRAIN=ok | fail | fail_after_checkpoint), so each case takes a fraction of a second. The real trainer
-and evaluators run in test_launcher_and_demo.py and tests/baselines/test_launcher_methods.py.
+(STUB_TRAIN=ok | fail | fail_after_checkpoint), so each case takes a fraction of a second; the launcher's own
+Python step (``open_instruct.launch``: checks, run directory, commands) runs in the real interpreter. The real
+trainer and evaluators run in test_launcher_and_demo.py and tests/baselines/test_launcher_methods.py.
 """
 
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +22,8 @@ TAIL = ("_GPU_0_r_8_lr_2e-4_sd_0_ft_mode_mos_init_lora_A_vec_value_1_init_lora_A
         "_valid_param_private_r_1_valid_param_lora_r_2_num_chunk_4")
 
 STUB = r"""#!/usr/bin/env bash
-if [ "$1" = -c ]; then echo 0; exit 0; fi          # the launcher's torch / CUDA probe: no CUDA
+if [ "$1" = -c ]; then echo 0 1; exit 0; fi      # the launcher's device probe: no CUDA, a CPU with native bf16
+if [ "$1 $2" = "-m open_instruct.launch" ]; then exec "$REAL_PYTHON" "$@"; fi  # the launcher's checks: real Python
 printf '%s\n' "$*" >>"$STUB_LOG"
 arg() { local want=$1; shift; while [ $# -gt 0 ]; do [ "$1" = "$want" ] && { echo "$2"; return; }; shift; done; }
 if [ "$1" = open_instruct/finetune_trainer.py ]; then
@@ -52,8 +55,9 @@ def stub(tmp_path):
         (evaldata / sub).mkdir(parents=True)
     for name in ("tydiqa/tydiqa-goldp-v1.1-dev.json", "gsm/test.jsonl", "codex_humaneval/HumanEval.jsonl.gz"):
         (evaldata / name).write_text("")
-    return {"PYTHON": str(path), "STUB_LOG": str(tmp_path / "calls.log"), "TRAIN_FILE": str(train),
-            "OUTPUT_ROOT": str(tmp_path / "output"), "REPORT_TO": "none", "EVAL_DATA_DIR": str(evaldata)}
+    return {"PYTHON": str(path), "REAL_PYTHON": sys.executable, "STUB_LOG": str(tmp_path / "calls.log"),
+            "TRAIN_FILE": str(train), "OUTPUT_ROOT": str(tmp_path / "output"), "REPORT_TO": "none",
+            "EVAL_DATA_DIR": str(evaldata)}
 
 
 def launch(env, launcher="ft_llama2_7b_superni_mmlu.sh", args=ARGS, cwd=None, **extra):
@@ -188,7 +192,7 @@ def test_run_directories_are_unique_and_created_exclusively(stub):
     new = [d for d in runs(stub) if d not in taken]
     assert len(new) == 2
     for d in new:
-        assert (d / "run.log").read_text() == "stub trainer\n" and (d / "launcher_args.txt").is_file()
+        assert (d / "run.log").read_text() == "stub trainer\n" and (d / "run.json").is_file()
 
 
 def test_relative_paths_are_taken_from_the_callers_directory(stub, tmp_path):

@@ -72,7 +72,7 @@ def test_two_machines_train_the_same_adapter_as_one_process(inputs):
     assert "process 0 of 2" in (run / "run.log").read_text()
     (one,) = [Path(p) for p in glob.glob(str(root / "single" / "*" / "completed"))]
     one = one.parent
-    assert (run / "completed").exists() and (run / "launcher_args.txt").exists()
+    assert (run / "completed").exists() and (run / "run.json").exists()
     assert json.loads((run / "train_results.json").read_text())["supervised_tokens_seen"] == \
         json.loads((one / "train_results.json").read_text())["supervised_tokens_seen"]
     a, b = load_file(run / "adapter_model.safetensors"), load_file(one / "adapter_model.safetensors")

@@ -269,10 +269,11 @@ class Plan:
     report_to: str
 
 
-def build(launcher: Launcher, args: list[str], environ=os.environ) -> Plan:
-    """The checked plan of a launch (``UserError`` names the first wrong value); finds the device."""
+def build(launcher: Launcher, args: list[str], environ=None) -> Plan:
+    """The checked plan of a launch (``UserError`` names the first wrong value); finds the device. ``environ``:
+    the overrides (default: this process's environment as it is at the call)."""
     a = _positional(args)
-    env = Env(environ)
+    env = Env(os.environ if environ is None else environ)
     batch_size = env.int("BATCH_SIZE", "16", 1)
     max_seq_length = env.int("MAX_SEQ_LENGTH", "512", 1)
     max_eval_samples = env.int("MAX_EVAL_SAMPLES", "1024", 0)

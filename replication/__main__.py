@@ -275,10 +275,10 @@ def run_one(row: Row, lr: str, key: str, s: Setting, paths: dict) -> None:
                                                   if record.get(m) not in (None, "")), flush=True)
 
 
-def run_grid(args) -> int:
-    """Train and score every row not yet in the table; ``--parallel N`` keeps N runs going (for a GPU)."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
+def checked_setup(args) -> tuple[Setting, dict]:
+    """The setting and its paths, inputs and precision checked, and the thread count set for scoring here and
+    for training in the launcher subprocesses (so --parallel N x --threads T fits the cores instead of N runs each
+    taking every core: on 2 cores, 2 runs x 1 thread beats 1 run x 2 threads)."""
     s = SETTINGS[args.setting]
     paths = default_paths(args)
     check_inputs(paths, s)
@@ -286,9 +286,15 @@ def run_grid(args) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    # Training runs in launcher subprocesses: the same thread count there, so --parallel N x --threads T fits the
-    # cores instead of N runs each taking every core (on 2 cores, 2 runs x 1 thread beats 1 run x 2 threads).
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    return s, paths
+
+
+def run_grid(args) -> int:
+    """Train and score every row not yet in the table; ``--parallel N`` keeps N runs going (for a GPU)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    s, paths = checked_setup(args)
     done = {r["run_key"] for r in read_runs(paths["table"])}
     if "base" not in done and (not args.stages or "base" in args.stages) and not args.dry_run:
         print("[replicate] scoring the base model (no adapter)", flush=True)
@@ -323,14 +329,7 @@ def run_grid(args) -> int:
 def reproduce(args) -> int:
     """Retrain and rescore one recorded run from scratch (a separate run directory; the table is not touched) and
     print its recorded and new metrics side by side."""
-    s = SETTINGS[args.setting]
-    paths = default_paths(args)
-    check_inputs(paths, s)
-    check_precision(s)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    s, paths = checked_setup(args)
     recorded = [r for r in read_runs(paths["table"]) if r["run_key"] == args.run_key]
     if not recorded:
         keys = sorted({r["run_key"] for r in read_runs(paths["table"])})

@@ -15,7 +15,6 @@ renamed, so an interrupted preparation leaves nothing that looks complete; a sec
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -24,6 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from eval.data_prep.store import sha256
+
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
 MATH_HELDOUT = 400
@@ -31,14 +32,6 @@ MATH_PROMPT = "Solve the following math problem. Show your work and give the fin
 GERMAN_PACKAGE = "fortunes-de"
 GERMAN_DIR = "usr/share/games/fortunes/de"
 GERMAN_HELDOUT_FRACTION = 0.05
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fin:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -57,8 +57,9 @@ class Method:
 
     ``build(args, common)`` -> its PEFT config, from the launcher's arguments ``args`` (keys: r, lora_alpha,
     lora_dropout, valid_param_private_r, valid_param_lora_r, num_chunk_per_vec, seed, init_lora_A_vec_value,
-    init_lora_A_vec_std, enable_lora_rotation, mos_subset_selection, mos_pair_dissociation) and the keyword
-    arguments every config takes (``common``: target_modules, task_type); it raises ``ValueError`` naming the field.
+    init_lora_A_vec_std, enable_lora_rotation, mos_subset_selection, mos_pair_dissociation; r, p, e and c are
+    ``None`` when not given, meaning the config's own default) and the keyword arguments every config takes
+    (``common``: target_modules, task_type); it raises ``ValueError`` naming the field.
     ``config``: the config class, or ``"module:Class"`` (imported on first use). ``convert``: for a method built as
     a LoRA model first and then converted (MoS's ``share_lora_chunkwisely``), the conversion. ``trainable``:
     the trainable-parameter count of an adapted model (default: PEFT's own count).
@@ -166,31 +167,38 @@ def adapter_subdir(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- built-in methods
+def _given(**values) -> dict:
+    """The settings that were given (a ``None`` setting is left to the config class's own default)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _lora(a, common):
     import peft
 
-    return peft.LoraConfig(r=a["r"], lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"], bias="none", **common)
+    return peft.LoraConfig(**_given(r=a["r"]), lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"],
+                           bias="none", **common)
 
 
 def _vera(a, common):
     import peft
 
-    return peft.VeraConfig(r=a["r"], vera_dropout=a["lora_dropout"], projection_prng_key=a["seed"] or 0,
+    return peft.VeraConfig(**_given(r=a["r"]), vera_dropout=a["lora_dropout"], projection_prng_key=a["seed"] or 0,
                            save_projection=True, **common)
 
 
 def _tied_lora(a, common):
     from open_instruct.baselines import TiedLoRAConfig
 
-    return TiedLoRAConfig(r=a["r"], lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"], seed=a["seed"],
-                          **common)
+    return TiedLoRAConfig(**_given(r=a["r"]), lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"],
+                          seed=a["seed"], **common)
 
 
 def _prolora(a, common):
     from open_instruct.baselines import ProLoRAConfig
 
     c = a["num_chunk_per_vec"]
-    return ProLoRAConfig(r=a["r"], unshared_r=a["valid_param_private_r"], reduce_lora_A_x=c, reduce_lora_B_x=c,
+    return ProLoRAConfig(**_given(r=a["r"], unshared_r=a["valid_param_private_r"], reduce_lora_A_x=c,
+                                  reduce_lora_B_x=c),
                          enable_lora_rotation=a["enable_lora_rotation"], lora_alpha=a["lora_alpha"],
                          lora_dropout=a["lora_dropout"], seed=a["seed"], **common)
 
@@ -198,8 +206,9 @@ def _prolora(a, common):
 def _mos(a, common):
     from open_instruct.mos import MoSConfig
 
-    return MoSConfig(r=a["r"], valid_param_lora_r=a["valid_param_lora_r"],
-                     valid_param_private_r=a["valid_param_private_r"], num_chunk_per_vec=a["num_chunk_per_vec"],
+    return MoSConfig(**_given(r=a["r"], valid_param_lora_r=a["valid_param_lora_r"],
+                              valid_param_private_r=a["valid_param_private_r"],
+                              num_chunk_per_vec=a["num_chunk_per_vec"]),
                      lora_alpha=a["lora_alpha"], lora_dropout=a["lora_dropout"],
                      init_lora_A_vec_value=a["init_lora_A_vec_value"],
                      init_lora_A_vec_std=a["init_lora_A_vec_std"] or 0.0, seed=a["seed"],
@@ -240,15 +249,16 @@ register_method("mos", build=_mos, config="open_instruct.mos:MoSConfig", prefix=
 
 
 # ----------------------------------------------------------------------------------------------- configs from arguments
-def adapter_config(method_name: str, *, r: int, lora_alpha: float = 16, lora_dropout: float = 0.0,
-                   target_modules="all-linear", valid_param_private_r: int = 1, valid_param_lora_r: int = 1,
-                   num_chunk_per_vec: int = 1, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
+def adapter_config(method_name: str, *, r: int | None = None, lora_alpha: float = 16, lora_dropout: float = 0.0,
+                   target_modules="all-linear", valid_param_private_r: int | None = None,
+                   valid_param_lora_r: int | None = None, num_chunk_per_vec: int | None = None, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
                    init_lora_A_vec_std: float = 0.0, enable_lora_rotation: bool = True,
                    task_type: str | None = "CAUSAL_LM", mos_subset_selection: bool = True,
                    mos_pair_dissociation: bool = True):
     """The PEFT config of ``method_name`` from the launcher's arguments (see the module docstring for the mapping).
 
-    Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
+    A setting left at ``None`` (r, p, e, c) takes the method's config default: ``adapter_config("mos")`` is
+    ``MoSConfig()``'s r=8 e=2 p=1 c=4, ``adapter_config("lora")`` PEFT's r=8. Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
     """
     spec = method(method_name)
     args = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, valid_param_private_r=valid_param_private_r,

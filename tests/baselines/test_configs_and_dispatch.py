@@ -111,13 +111,21 @@ def test_every_method_config_is_valid_with_no_arguments(tiny_tokenizer):
     ids = torch.tensor([[1, 5, 9, 42, 7]])
     with torch.no_grad():
         reference = base(input_ids=ids).logits
+    settings = ("r", "valid_param_lora_r", "valid_param_private_r", "num_chunk_per_vec", "unshared_r",
+                "reduce_lora_A_x", "reduce_lora_B_x")
     for mode, cls in zip(METHODS, _config_classes()):
+        # adapter_config with no settings takes the config class's own defaults (r, e, p, c / u, m, n)
+        table = adapter_config(mode)
+        assert type(table) is cls, mode
+        assert all(getattr(table, k) == getattr(cls(), k) for k in settings if hasattr(cls(), k)), mode
         for model in (peft.get_peft_model(copy.deepcopy(base), cls()),
+                      peft.get_peft_model(copy.deepcopy(base), table),
                       finetune_trainer.add_adapter(copy.deepcopy(base), finetune_trainer.AdapterArguments(ft_mode=mode),
                                                    seed=0)):
             assert model.get_nb_trainable_parameters()[0] > 0, mode
             with torch.no_grad():
                 torch.testing.assert_close(model(input_ids=ids).logits, reference, msg=mode)
+    assert (adapter_config("mos").r, adapter_config("mos").valid_param_lora_r) == (8, 2)
 
 
 @pytest.mark.parametrize("build", ["config", "table"])

@@ -14,11 +14,11 @@ are never written over by accident.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from open_instruct.errors import UserError
+from open_instruct.files import write_atomic  # noqa: F401  (the evaluators import it from here)
 
 RUN_DIR_MARKERS = ("completed", "adapter_config.json", "trainer_state.json")
 
@@ -100,26 +100,6 @@ def run_cli(main, argv=None, prog: str | None = None):
             raise EvalInputError(str(err)) from None
 
     return run_main(checked, prog, argv, exit=False)
-
-
-def write_atomic(path: str | Path, write, what: str | None = None) -> Path:
-    """``write(tmp_path)`` next to ``path``, then rename it into place: a kill or a full disk never leaves a partial
-    ``path`` (an earlier one stays as it was). A full disk is one line naming the directory; the partial file is
-    removed."""
-    from open_instruct.errors import disk_full, no_space_error
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, Exception) and disk_full(err, path.parent):
-            raise no_space_error(path.parent, what or path.name, "its partial file was removed and the results "
-                                 "already there are unchanged") from None
-        raise
-    return path
 
 
 def write_metrics(save_dir: str | Path, metrics: dict, indent: int = 4) -> Path:

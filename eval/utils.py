@@ -337,8 +337,9 @@ def add_model_arguments(ap, batch_help: str = "prompts per forward pass", many_a
     """The flags the evaluators share: model, tokenizer, adapter, batching, 8-bit, chat format.
 
     ``many_adapters=True``: ``--adapter_path`` takes several directories (a list; see ``iter_adapter_models``)."""
-    ap.add_argument("--model_name_or_path", required=True, help="model directory or hub name (the base model "
-                    "when --adapter_path is given)")
+    ap.add_argument("--model_name_or_path", default=None, help="model directory or hub name (the base model "
+                    "when --adapter_path is given; default then: the base model recorded in the run.json of the "
+                    "adapter's run directory)")
     ap.add_argument("--tokenizer_name_or_path", default=None, help="tokenizer (default: --model_name_or_path)")
     ap.add_argument("--adapter_path", default=[] if many_adapters else None, nargs="+" if many_adapters else None,
                     help="an adapter directory (adapter_config.json): MoS, Tied-LoRA, PRoLoRA or plain LoRA, "
@@ -377,14 +378,42 @@ def chat_format(args) -> str | None:
 
 
 def parse_eval_args(parser, argv=None):
+    from eval.cli import EvalInputError
     from open_instruct.errors import one_line_usage
 
     args = one_line_usage(parser).parse_args(argv)
     if args.eval_batch_size < 1:
-        from eval.cli import EvalInputError
-
         raise EvalInputError(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
+    if args.model_name_or_path is None:
+        args.model_name_or_path = recorded_base_model(args.adapter_path)
     return args
+
+
+def recorded_base_model(adapter_paths) -> str:
+    """The base model that the ``run.json`` of the adapters' run directories records (one for all of them), for an
+    evaluator called without ``--model_name_or_path``; ``EvalInputError`` when there is none to take."""
+    from eval.cli import EvalInputError
+    from open_instruct.run_spec import run_spec_of_adapter
+
+    paths = [adapter_paths] if isinstance(adapter_paths, str) else list(adapter_paths or [])
+    if not paths:
+        raise EvalInputError("--model_name_or_path is required (the model to evaluate, or the base model of "
+                             "--adapter_path).")
+    models = {}
+    for path in paths:
+        found = run_spec_of_adapter(path)
+        if found is None:
+            raise EvalInputError(f"--model_name_or_path is required: {path} has no run.json (in it or its parent "
+                                 "folder) that records its base model; pass the base model the adapter was trained "
+                                 "on.")
+        models.setdefault(found[1].model, []).append(str(found[0]))
+    if len(models) > 1:
+        detail = "; ".join(f"{model} ({', '.join(files)})" for model, files in models.items())
+        raise EvalInputError(f"--adapter_path: the adapters were trained on different base models ({detail}); "
+                             "evaluate each base model's adapters in their own call, or pass --model_name_or_path.")
+    model, files = next(iter(models.items()))
+    print(f"[eval] base model {model} (recorded in {files[0]})", flush=True)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------- vLLM

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
 
 from tqdm import tqdm  # noqa: E402
 
+from open_instruct.files import open_atomic  # noqa: E402
 from open_instruct.instruction_encode_templates import (  # noqa: E402
     encode_few_shot_example,
     encode_instruction_example,
@@ -74,20 +72,6 @@ def _chat_record(dataset: str, example_id: str, prompt: str, completion: str) ->
     return json.dumps({"dataset": dataset, "id": example_id,
                        "messages": [{"role": "user", "content": prompt},
                                     {"role": "assistant", "content": completion}]}) + "\n"
-
-
-@contextmanager
-def _atomic_writer(path: Path) -> Iterator:
-    """Open ``path.tmp`` for writing; rename it to ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fout:
-            yield fout
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _require(condition: bool, path: Path, problem: str) -> None:
@@ -153,7 +137,7 @@ def convert_super_ni_data(data_dir: str | Path, output_dir: str | Path, zero_sho
     n_per_task = zero_shot_examples_per_task + few_shot_examples_per_task
     n_zero = n_few = 0
     out_path = output_dir / "super_ni_data.jsonl"
-    with _atomic_writer(out_path) as fout:
+    with open_atomic(out_path) as fout:
         for path in tqdm(task_paths, desc="super_ni tasks", unit="task"):
             task = load_super_ni_task(path)
             instruction = task["Definition"][0]
@@ -194,7 +178,7 @@ def convert_code_alpaca_data(data_dir: str | Path, output_dir: str | Path, num_e
     if num_examples:
         examples = random.sample(examples, k=num_examples)
     out_path = Path(output_dir) / "code_alpaca_data.jsonl"
-    with _atomic_writer(out_path) as fout:
+    with open_atomic(out_path) as fout:
         for idx, ex in enumerate(tqdm(examples, desc="code_alpaca", unit="ex")):
             enc = encode_instruction_example(ex["instruction"], ex["input"], ex["output"], random_template=True)
             fout.write(_chat_record("code_alpaca", f"code_alpaca_{idx}", enc["prompt"], enc["completion"]))
@@ -225,7 +209,7 @@ def convert_cot_data(data_dir: str | Path, output_dir: str | Path, num_zero_shot
             part = _read_jsonl(Path(data_dir) / file_name)
             examples.extend(random.sample(part, k=k) if k < len(part) else part)
     out_path = Path(output_dir) / "cot_data.jsonl"
-    with _atomic_writer(out_path) as fout:
+    with open_atomic(out_path) as fout:
         n = _inputs_targets_records("cot", examples, Path(data_dir), fout)
     print(f"cot: wrote {n} examples to {out_path}")
     return {"dataset": "cot", "output": str(out_path), "examples": n}
@@ -239,7 +223,7 @@ def convert_flan_v2_data(data_dir: str | Path, output_dir: str | Path,
     path = Path(data_dir) / data_file
     examples = _read_jsonl(path)
     out_path = Path(output_dir) / "flan_v2_data.jsonl"
-    with _atomic_writer(out_path) as fout:
+    with open_atomic(out_path) as fout:
         n = _inputs_targets_records("flan_v2", examples, path, fout)
     print(f"flan_v2: wrote {n} examples to {out_path}")
     return {"dataset": "flan_v2", "output": str(out_path), "examples": n}

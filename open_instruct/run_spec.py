@@ -10,11 +10,11 @@ is parsed only for runs made before ``run.json`` existed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from open_instruct.errors import UserError
+from open_instruct.files import write_text_atomic
 
 RUN_JSON = "run.json"
 LEGACY_SIGNATURE = "launcher_args.txt"  # what a resume had to match before run.json (old run directories)
@@ -140,11 +140,7 @@ def _tuples(record: dict) -> dict:
 
 def write_run_spec(spec: RunSpec, run_dir: str | Path) -> Path:
     """``run_dir/run.json``, written whole or not at all (a reader never sees half of it)."""
-    path = Path(run_dir) / RUN_JSON
-    tmp = path.with_name(f".{RUN_JSON}.{os.getpid()}.tmp")
-    tmp.write_text(spec.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(Path(run_dir) / RUN_JSON, spec.to_json())
 
 
 def read_run_spec(run_dir: str | Path) -> RunSpec | None:
@@ -158,6 +154,18 @@ def read_run_spec(run_dir: str | Path) -> RunSpec | None:
     except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not a run description written by the launcher ({type(err).__name__}: "
                         f"{str(err)[:200]}); restore it, or remove it to treat the directory as an old run") from None
+
+
+def run_spec_of_adapter(adapter_dir: str | Path) -> tuple[Path, RunSpec] | None:
+    """The ``run.json`` of the run an adapter directory belongs to, as ``(path, spec)``: the run directory itself
+    (its exported plain LoRA adapter) or its parent (the method's own checkpoint, ``<run>/mos_adapter``). ``None``
+    when neither has one (an adapter from elsewhere, or a run made before ``run.json``)."""
+    adapter_dir = Path(adapter_dir)
+    for run_dir in (adapter_dir, adapter_dir.parent):
+        spec = read_run_spec(run_dir)
+        if spec is not None:
+            return run_dir / RUN_JSON, spec
+    return None
 
 
 def hyperparameters(spec: RunSpec) -> dict:

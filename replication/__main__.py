@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from open_instruct.errors import UserError, one_line_usage, report
+from open_instruct.files import open_atomic
 from replication.grid import SETTINGS, Row, Setting, build_grid, plan, resolve_lr, run_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,12 +78,10 @@ def upgrade_table(path: Path, header: list[str]) -> None:
         raise ValueError(f"{path} has columns this version does not know ({', '.join(unknown)}); it was written by "
                          "a newer version of the project: update the checkout, or write to another --results_dir")
     rows = read_runs(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fout:
+    with open_atomic(path, newline="") as fout:
         writer = csv.DictWriter(fout, fieldnames=RUN_COLUMNS)
         writer.writeheader()
         writer.writerows({k: r.get(k, "") for k in RUN_COLUMNS} for r in rows)
-    os.replace(tmp, path)
 
 
 def repo_relative(text: str) -> str:

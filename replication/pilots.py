@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from eval.data_prep.store import sha256
+from open_instruct.files import write_json_atomic, write_jsonl_atomic
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
                  "prealgebra", "precalculus")
@@ -34,21 +35,11 @@ GERMAN_DIR = "usr/share/games/fortunes/de"
 GERMAN_HELDOUT_FRACTION = 0.05
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fout:
-        for row in rows:
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _finish(out: Path, train: list[dict], heldout: list[dict], manifest: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "train.jsonl", train)
-    _write_jsonl(out / "heldout.jsonl", heldout)
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "manifest.json")  # last: its presence means the two files above are complete
+    write_jsonl_atomic(out / "train.jsonl", train)
+    write_jsonl_atomic(out / "heldout.jsonl", heldout)
+    write_json_atomic(out / "manifest.json", manifest, indent=1)  # last: its presence means the two files above are complete
     return out
 
 

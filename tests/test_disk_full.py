@@ -4,6 +4,7 @@ exit status 2, remove their partial files, and leave the previous complete state
 
 import errno
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -37,11 +38,10 @@ def small_disk(tmp_path):
 def fill(disk: Path, leave: int = 0) -> Path:
     """Fill ``disk`` up to ``leave`` bytes free with one filler file (delete it to free the space again)."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    with open(filler, "wb", buffering=0) as f:  # unbuffered: nothing is left to flush (and fail) at close
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as err:
             assert err.errno == errno.ENOSPC
     # tmpfs hands out whole pages: free `leave` bytes by shortening the filler
@@ -162,3 +162,24 @@ def test_evaluator_output_on_a_full_disk(small_disk, tmp_path, capsys, monkeypat
     (small_disk / "filler").unlink()
     assert run_cli(mmlu.main, argv)["average_acc"] >= 0  # the rerun keeps anatomy and finishes
     assert (save / "metrics.json").is_file() and not (save / ".progress.json").exists()
+
+
+def test_atomic_files_keep_the_old_file_on_an_error_and_on_a_full_disk(small_disk):
+    """open_instruct.files: the one atomic writer of tables, manifests, run records and metrics."""
+    from open_instruct.errors import UserError
+    from open_instruct.files import open_atomic, write_jsonl_atomic, write_text_atomic
+
+    path = small_disk / "table.jsonl"
+    write_jsonl_atomic(path, [{"a": 1}])
+    with pytest.raises(RuntimeError, match="halfway"), open_atomic(path) as fout:
+        fout.write("half a table\n")
+        raise RuntimeError("halfway")
+    assert path.read_text() == '{"a": 1}\n'
+    filler = fill(small_disk, leave=4096)
+    with pytest.raises(UserError, match=re.escape(f"no space left on the device holding {small_disk}: table.jsonl")):
+        write_jsonl_atomic(path, [{"b": "x" * 100}] * 2000)
+    assert path.read_text() == '{"a": 1}\n'
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "table.jsonl"]  # no partial file left
+    filler.unlink()
+    write_text_atomic(path, "whole\n")
+    assert path.read_text() == "whole\n" and sorted(p.name for p in small_disk.iterdir()) == ["table.jsonl"]

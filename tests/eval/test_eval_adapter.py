@@ -40,8 +40,8 @@ def run_mmlu(tmp_path, tag, model, adapter=None):
     if not data.exists():
         (data / "test").mkdir(parents=True)
         pd.DataFrame(ROWS).to_csv(data / "test" / "anatomy_test.csv", header=False, index=False)
-    argv = ["--ntrain", "0", "--data_dir", str(data), "--save_dir", str(tmp_path / tag),
-            "--model_name_or_path", str(model), "--eval_batch_size", "3", "--use_chat_format"]
+    argv = ["--ntrain", "0", "--data_dir", str(data), "--save_dir", str(tmp_path / tag), "--eval_batch_size", "3",
+            "--use_chat_format", *(["--model_name_or_path", str(model)] if model else [])]
     if adapter:
         argv += ["--adapter_path", str(adapter)]
     mmlu.main(argv)
@@ -94,3 +94,41 @@ def test_mos_adapter_equals_its_exported_lora_adapter(tmp_path, tiny_checkpoint)
     base_probs = run_mmlu(tmp_path, "base", tiny_checkpoint)
     np.testing.assert_allclose(with_mos, with_lora, atol=1e-5, rtol=0)
     assert np.abs(with_mos - base_probs).max() > 1e-4
+
+
+def write_run_json(run_dir, model) -> None:
+    """A run.json as the launcher writes it, recording ``model`` as the base model."""
+    from open_instruct.run_spec import DataSpec, MethodSpec, RunSpec, TrainingSpec, write_run_spec
+
+    write_run_spec(RunSpec(launcher="ft_llama2_7b_superni_mmlu.sh", task="superni", run_prefix="x",
+                           started="20260101-000000", positional=("4", "0", "0", "1e-3", "lora", "1", "0", "4", "4",
+                                                                  "1"),
+                           method=MethodSpec("lora", 4, 1.0, 0.0, 4, 4, 1), model=str(model),
+                           data=DataSpec("train.jsonl"), training=TrainingSpec(seed=0, learning_rate=1e-3)), run_dir)
+
+
+def test_the_base_model_comes_from_the_runs_run_json(tmp_path, tiny_checkpoint, lora_dirs):
+    """Without --model_name_or_path the evaluator takes the base model from run.json: in the adapter's directory
+    (a run directory and its exported LoRA) or its parent (the method's own checkpoint, <run>/mos_adapter)."""
+    import shutil
+
+    from eval.cli import EvalInputError
+    from eval.utils import recorded_base_model
+
+    adapter, _ = lora_dirs
+    run = tmp_path / "run"
+    shutil.copytree(adapter, run)
+    shutil.copytree(adapter, run / "sub_adapter")
+    expected = run_mmlu(tmp_path, "given", tiny_checkpoint, run)
+    with pytest.raises(EvalInputError, match=f"{run} has no run.json"):
+        recorded_base_model([str(run)])
+    write_run_json(run, tiny_checkpoint)
+    assert recorded_base_model(str(run / "sub_adapter")) == str(tiny_checkpoint)
+    np.testing.assert_array_equal(run_mmlu(tmp_path, "recorded", None, run), expected)
+    other = tmp_path / "other"
+    shutil.copytree(adapter, other)
+    write_run_json(other, tmp_path / "another-model")
+    with pytest.raises(EvalInputError, match="trained on different base models"):
+        recorded_base_model([str(run), str(other)])
+    with pytest.raises(EvalInputError, match="--model_name_or_path is required"):
+        recorded_base_model([])

@@ -57,7 +57,7 @@ def test_append_upgrades_an_older_table_and_keeps_its_rows(tmp_path):
     old, new = read_runs(path)
     assert all(old[c] == f"old-{c}" for c in old_columns) and old["resumed_step"] == ""
     assert new["run_key"] == "new" and new["resumed_step"] == "0" and new["train_loop_s"] == "5"
-    assert not (tmp_path / "runs.csv.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv"]  # no temporary file left
 
 
 def test_append_refuses_a_table_from_a_newer_version(tmp_path):

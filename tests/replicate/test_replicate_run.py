@@ -9,6 +9,7 @@ from replicate_helpers import fake_bigbench
 
 from open_instruct.data.bigbench_ni import convert_tree
 from open_instruct.reformat_datasets import convert_super_ni_data
+from open_instruct.run_spec import read_run_spec
 from open_instruct.tiny import TINY_ARCHS, save_tiny_checkpoint
 from replication.__main__ import main
 from replication.grid import SETTINGS, build_grid
@@ -95,6 +96,11 @@ def test_reduced_replication_run(tmp_path, capsys):
     # each run's recorded command carries the thread count it trained with (--threads), so it reproduces
     assert all("OMP_NUM_THREADS=1 " in r["command"] for r in rows if r["run_key"] != "base")
     assert all(f"{REPO}/" not in r["command"] + r["run_dir"] for r in rows)  # works from any clone's root
+    for r in rows:  # every run directory has the launcher's run.json, recording what the row says
+        if r["run_key"] != "base":
+            spec = read_run_spec(REPO / r["run_dir"] if not Path(r["run_dir"]).is_absolute() else r["run_dir"])
+            assert spec.model == str(model) and spec.method.name == r["mode"] and spec.training.seed == int(r["seed"])
+            assert spec.data.chat_format == "tokenizer" and spec.training.learning_rate == float(r["lr"])
     # reproduce: one row retrained from scratch elsewhere and rescored gives its recorded numbers; the table is kept
     key = by[("lr", "MoS", "0", "3e-4")]["run_key"]
     capsys.readouterr()
@@ -126,3 +132,27 @@ def test_setting_budgets_on_smollm2_shape(name):
     assert measure(config, Row("prolora", s.mos_r, p=0, c=s.mos_r // s.e), targets).trainable == budget
     tied = measure(config, Row("tied_lora", s.tied_lora_r), targets).trainable
     assert abs(tied - budget) / budget < 0.01, (tied, budget)
+
+
+def test_a_run_is_scored_on_the_model_and_chat_format_its_run_json_records(tmp_path, monkeypatch):
+    """replication.__main__.score takes the base model and chat format from run.json; a run directory made before
+    run.json is scored on the setting's model in the tokenizer's format."""
+    import replication.score
+    from open_instruct.run_spec import DataSpec, MethodSpec, RunSpec, TrainingSpec, write_run_spec
+    from replication.__main__ import score
+
+    calls = []
+    monkeypatch.setattr(replication.score, "score_run", lambda model, adapter, data, s, chat_format: calls.append(
+        (model, adapter, chat_format)) or {})
+    paths = {"model": tmp_path / "setting-model", "heldout_dir": tmp_path, "mmlu_dir": tmp_path, "arc_file": tmp_path}
+    old, new = tmp_path / "old_run", tmp_path / "new_run"
+    old.mkdir(), new.mkdir()
+    write_run_spec(RunSpec(launcher="ft_llama2_7b_superni_mmlu.sh", task="superni", run_prefix="x",
+                           started="20260101-000000", positional=("2",) * 10, method=MethodSpec("lora", 2, 1, 0, 2, 2, 1),
+                           model="/models/recorded", data=DataSpec("t.jsonl", chat_format="tulu"),
+                           training=TrainingSpec(seed=0, learning_rate=1e-3)), new)
+    score(new, SETTINGS["tiny"], paths)
+    score(old, SETTINGS["tiny"], paths)
+    score(None, SETTINGS["tiny"], paths)
+    assert calls == [("/models/recorded", str(new), "tulu"), (str(paths["model"]), str(old), "tokenizer"),
+                     (str(paths["model"]), None, "tokenizer")]

@@ -480,7 +480,18 @@ def resume_check(plan: Plan) -> None:
     if before is not None and before != plan.spec.signature():
         raise UserError(f"RUN_DIR {out} was started with other arguments ({before}); resume it with those")
     if recorded is None and plan.machine_rank == 0 and not plan.dry_run and not (Path(out) / "completed").exists():
-        write_run_spec(plan.spec, out)  # machine 0 of a multi-machine run, or a run made before run.json
+        # machine 0 of a multi-machine run, or a run made before run.json: started when the directory was made
+        write_run_spec(replace(plan.spec, started=started_of(out, plan.spec.started)), out)
+
+
+def started_of(run_dir: str, default: str) -> str:
+    """When a run directory without run.json was started: the time in its name (``..._20260101-120000_...``), else
+    when its ``launcher_args.txt`` was written, else ``default``."""
+    found = re.search(r"_(\d{8}-\d{6})_", f"_{Path(run_dir).name}_")
+    if found:
+        return found.group(1)
+    legacy = Path(run_dir) / LEGACY_SIGNATURE
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(legacy.stat().st_mtime)) if legacy.is_file() else default
 
 
 def new_run_dir(plan: Plan) -> str:

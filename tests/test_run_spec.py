@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -143,11 +144,18 @@ def test_resume_checks_read_run_json_and_old_launcher_args(inputs, capsys):
         "seed=0 lr=2e-4 mode=mos vec_value=1 vec_std=0 p=1 e=2 c=4 model=meta-llama/Llama-2-7b-hf); resume it "
         "with those")
     # a run directory made before run.json: its launcher_args.txt is what a resume must match
-    old = inputs[0] / "old_run"
+    old = inputs[0] / "LLaMA2_7b_MoS_superni_20250102-030405_GPU_0_r_16"
     old.mkdir()
     (old / "launcher_args.txt").write_text(read_run_spec(run).signature().replace("lora_r=8", "lora_r=16") + "\n")
     assert spec_step(inputs, capsys, other, RUN_DIR=old)[0] == 0
-    assert read_run_spec(old).positional[0] == "16"  # it gets a run.json now, from this launch
+    # it gets a run.json now, from this launch, started when its name says (not now)
+    assert read_run_spec(old).positional[0] == "16" and read_run_spec(old).started == "20250102-030405"
+    unnamed = inputs[0] / "my_run"  # a RUN_DIR named by hand: started when its launcher_args.txt was written
+    unnamed.mkdir()
+    (unnamed / "launcher_args.txt").write_text((old / "launcher_args.txt").read_text())
+    os.utime(unnamed / "launcher_args.txt", (1_700_000_000, 1_700_000_000))
+    assert spec_step(inputs, capsys, other, RUN_DIR=unnamed)[0] == 0
+    assert read_run_spec(unnamed).started == time.strftime("%Y%m%d-%H%M%S", time.localtime(1_700_000_000))
     status, _, err = spec_step(inputs, capsys, RUN_DIR=old)
     assert status == 2 and "was started with other arguments (launcher=ft_llama2_7b_superni_mmlu.sh lora_r=16" in err
     (run / RUN_JSON).write_text("{not json")

@@ -336,7 +336,9 @@ def generate_completions(model, tokenizer, prompts: list[str], batch_size: int =
 def add_model_arguments(ap, batch_help: str = "prompts per forward pass", many_adapters: bool = False) -> None:
     """The flags the evaluators share: model, tokenizer, adapter, batching, 8-bit, chat format.
 
-    ``many_adapters=True``: ``--adapter_path`` takes several directories (a list; see ``iter_adapter_models``)."""
+    ``many_adapters=True``: ``--adapter_path`` takes several directories (a list; see ``iter_adapter_models``).
+    ``--model_name_or_path`` is required unless an adapter's run.json names it, or the parser's defaults say
+    ``model_optional=True`` (an evaluator that can work without a model)."""
     ap.add_argument("--model_name_or_path", default=None, help="model directory or hub name (the base model "
                     "when --adapter_path is given; default then: the base model recorded in the run.json of the "
                     "adapter's run directory)")
@@ -384,7 +386,7 @@ def parse_eval_args(parser, argv=None):
     args = one_line_usage(parser).parse_args(argv)
     if args.eval_batch_size < 1:
         raise EvalInputError(f"--eval_batch_size must be at least 1, got {args.eval_batch_size}.")
-    if args.model_name_or_path is None:
+    if args.model_name_or_path is None and (args.adapter_path or not getattr(args, "model_optional", False)):
         args.model_name_or_path = recorded_base_model(args.adapter_path)
     return args
 

@@ -217,9 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "work, run model-written code anyway with resource limits only (NO filesystem or network "
                     "isolation); without this flag the evaluator refuses")
     add_generation_arguments(ap, MAX_NEW_TOKENS, verb="sample")
-    for action in ap._actions:
-        if action.dest == "model_name_or_path":
-            action.required = False
+    ap.set_defaults(model_optional=True)  # --completions_file needs no model
     return ap
 
 

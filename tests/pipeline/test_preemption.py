@@ -287,3 +287,29 @@ def test_a_stopped_bbh_run_keeps_its_finished_tasks(setup, tmp_path, monkeypatch
     assert bbh.main([*args, "--save_dir", str(save)]) == reference
     assert generated == ["BBH colors", "BBH shapes"]  # the rerun generated only the unfinished task
     assert (save / "predictions" / "colors.jsonl").stat().st_mtime_ns == kept
+
+
+@pytest.mark.slow
+def test_a_run_preempted_on_an_evaluation_step_evaluates_it_on_resume(setup, tmp_path):
+    """The stop skips the evaluation due at its step (to stop quickly); the resumed run evaluates that step first,
+    so the learning curve has every point. A resume at a step with no evaluation due adds none."""
+    def args(out):
+        return [a for a in trainer_args(setup, out) if a not in ("--do_eval", "False")] + [
+            "--do_eval", "True", "--eval_strategy", "steps", "--eval_steps", "2", "--max_eval_samples", "8",
+            "--per_device_eval_batch_size", "4"]
+
+    def run_to_end(out, stop_at):
+        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PROGRESS=str(out) + ".progress",
+                   SELF_TERM_AT=str(stop_at))
+        first = subprocess.run([sys.executable, "-c", DRIVER, *args(out)], env=env, cwd=REPO, capture_output=True,
+                               text=True, timeout=600)
+        assert first.returncode == EXIT_PREEMPTED, (first.stdout + first.stderr)[-3000:]
+        env["SELF_TERM_AT"] = "0"
+        second = subprocess.run([sys.executable, "-c", DRIVER, *args(out)], env=env, cwd=REPO, capture_output=True,
+                                text=True, timeout=600)
+        assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+        state = json.loads((out / "trainer_state.json").read_text())
+        return [e["step"] for e in state["log_history"] if "eval_loss" in e]
+
+    assert run_to_end(tmp_path / "on_eval_step", 4) == [2, 4, 6, 8, 10]
+    assert run_to_end(tmp_path / "between", 5) == [2, 4, 6, 8, 10]

@@ -292,7 +292,7 @@ def test_a_stopped_bbh_run_keeps_its_finished_tasks(setup, tmp_path, monkeypatch
 @pytest.mark.slow
 def test_a_run_preempted_on_an_evaluation_step_evaluates_it_on_resume(setup, tmp_path):
     """The stop skips the evaluation due at its step (to stop quickly); the resumed run evaluates that step first,
-    so the learning curve has every point. A resume at a step with no evaluation due adds none."""
+    so the learning curve has every point (without the fix: [2, 6, 8, 10])."""
     def args(out):
         return [a for a in trainer_args(setup, out) if a not in ("--do_eval", "False")] + [
             "--do_eval", "True", "--eval_strategy", "steps", "--eval_steps", "2", "--max_eval_samples", "8",
@@ -312,4 +312,24 @@ def test_a_run_preempted_on_an_evaluation_step_evaluates_it_on_resume(setup, tmp
         return [e["step"] for e in state["log_history"] if "eval_loss" in e]
 
     assert run_to_end(tmp_path / "on_eval_step", 4) == [2, 4, 6, 8, 10]
-    assert run_to_end(tmp_path / "between", 5) == [2, 4, 6, 8, 10]
+
+
+def test_which_resumes_evaluate_first(tmp_path):
+    """Only a resume at an evaluation step whose evaluation is not in the checkpoint's log evaluates first."""
+    from types import SimpleNamespace
+
+    from open_instruct.finetune_trainer import missed_evaluation
+
+    def checkpoint(step, evaluated):
+        path = tmp_path / f"checkpoint-{step}-{len(evaluated)}"
+        path.mkdir()
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": [
+            {"step": s, "eval_loss": 1.0} for s in evaluated] + [{"step": step, "loss": 2.0}]}))
+        return path
+
+    every_2 = SimpleNamespace(eval_strategy="steps", eval_steps=2)
+    assert missed_evaluation(checkpoint(4, [2]), every_2, eval_ds=[1])
+    assert not missed_evaluation(checkpoint(4, [2, 4]), every_2, eval_ds=[1])  # evaluated before the stop
+    assert not missed_evaluation(checkpoint(5, [2, 4]), every_2, eval_ds=[1])  # no evaluation due at step 5
+    assert not missed_evaluation(checkpoint(6, [2, 4]), every_2, eval_ds=None)  # no held-out split
+    assert not missed_evaluation(checkpoint(8, [2, 4]), SimpleNamespace(eval_strategy="no", eval_steps=2), [1])

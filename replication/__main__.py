@@ -27,6 +27,7 @@ from pathlib import Path
 
 from open_instruct.errors import UserError, one_line_usage, report
 from open_instruct.files import open_atomic
+from open_instruct.run_spec import read_run_spec
 from replication.grid import SETTINGS, Row, Setting, build_grid, plan, resolve_lr, run_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,21 +177,13 @@ def check_precision(s: Setting) -> None:
                          "that has, or run another setting here")
 
 
-def recorded_spec(run_dir: Path):
-    """The run's ``run.json`` (``None`` for a run directory made before it): its base model and chat format are what
-    the run is scored with."""
-    from open_instruct.run_spec import read_run_spec
-
-    return read_run_spec(run_dir)
-
-
 def score(run_dir: Path | None, s: Setting, paths: dict) -> dict:
     """The metrics of one run (``run_dir=None``: the base model), on the base model and in the chat format that the
     run's ``run.json`` records (this setting's model and ``tokenizer`` format for a run made before it)."""
     from replication.score import score_run
 
     data = {k: paths[k] for k in ("heldout_dir", "mmlu_dir", "arc_file")}
-    spec = recorded_spec(run_dir) if run_dir else None
+    spec = read_run_spec(run_dir) if run_dir else None
     model, chat_format = (spec.model, spec.data.chat_format) if spec else (str(paths["model"]), "tokenizer")
     return score_run(model, str(run_dir) if run_dir else None, data, s, chat_format=chat_format)
 
@@ -209,9 +202,6 @@ def score_and_record(row: Row, lr: str, key: str, run_dir: Path | None, command:
                       run_dir=repo_relative(str(run_dir)), resumed_step=results.get("resumed_from_step", ""),
                       train_loop_s=round(results["train_runtime"]) if "train_runtime" in results else "",
                       precision=results.get("precision", ""), supervised_tokens=results.get("supervised_tokens_seen", ""))
-        spec = recorded_spec(run_dir)
-        if spec is not None and not record["precision"]:
-            record["precision"] = spec.training.precision
     else:
         record.update(trainable_params=0)
     with TABLE_LOCK:

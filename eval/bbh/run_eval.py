@@ -37,6 +37,7 @@ from eval.generation import add_generation_arguments, greedy_outputs, load_model
 from eval.gsm.run_eval import exact_match
 from eval.templates import chat_function, format_chat_prompt
 from eval.utils import DATA_HINT, chat_format, load_tokenizer, require_file, shared_prefix
+from open_instruct.files import write_jsonl_atomic
 
 MAX_NEW_TOKENS = 512
 ANSWER = re.compile(r"[t|T]he answer is (.*?)\.")
@@ -160,8 +161,7 @@ def evaluate_bbh(model, tokenizer, data, *, tasks: list[str] | None = None, cot:
                                 "prediction": prediction,
                                 "correct": exact_match([prediction], [ex["target"]]) == 1.0})
             if save_dir is not None:
-                write_atomic(Path(save_dir) / "predictions" / f"{task}.jsonl", lambda tmp, rs=records: tmp.write_text(
-                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs), encoding="utf-8"))
+                write_jsonl_atomic(Path(save_dir) / "predictions" / f"{task}.jsonl", records)
             if progress is not None:
                 progress.add(task)
         metrics[task] = exact_match([r["prediction"] for r in records], [r["target"] for r in records])

@@ -267,7 +267,7 @@ def run(args) -> dict:
     save_dirs = adapter_save_dirs(adapters, args.save_dir)
     for adapter in adapters:  # fail before loading the model
         read_adapter_config(adapter)
-    list_subjects(Path(args.data_dir))
+    available = list_subjects(Path(args.data_dir))
     chat_fn = chat_function(chat_format(args))
     for save_dir in save_dirs:
         check_save_dir(save_dir, args.overwrite)
@@ -275,7 +275,7 @@ def run(args) -> dict:
     if args.overwrite:  # --overwrite: the earlier results stop counting now; none of them is left beside the new
         for save_dir in save_dirs:
             (save_dir / "metrics.json").unlink(missing_ok=True)
-            for stale in set(list_subjects(Path(args.data_dir))) - set(splits):
+            for stale in set(available) - set(splits):
                 (save_dir / f"{stale}.csv").unlink(missing_ok=True)
 
     print(f"Loading {args.model_name_or_path}" + (f" with adapter(s) {', '.join(adapters)}" if adapters else ""))

@@ -251,14 +251,16 @@ register_method("mos", build=_mos, config="open_instruct.mos:MoSConfig", prefix=
 # ----------------------------------------------------------------------------------------------- configs from arguments
 def adapter_config(method_name: str, *, r: int | None = None, lora_alpha: float = 16, lora_dropout: float = 0.0,
                    target_modules="all-linear", valid_param_private_r: int | None = None,
-                   valid_param_lora_r: int | None = None, num_chunk_per_vec: int | None = None, seed: int | None = None, init_lora_A_vec_value: float = 1.0,
+                   valid_param_lora_r: int | None = None, num_chunk_per_vec: int | None = None,
+                   seed: int | None = None, init_lora_A_vec_value: float = 1.0,
                    init_lora_A_vec_std: float = 0.0, enable_lora_rotation: bool = True,
                    task_type: str | None = "CAUSAL_LM", mos_subset_selection: bool = True,
                    mos_pair_dissociation: bool = True):
     """The PEFT config of ``method_name`` from the launcher's arguments (see the module docstring for the mapping).
 
     A setting left at ``None`` (r, p, e, c) takes the method's config default: ``adapter_config("mos")`` is
-    ``MoSConfig()``'s r=8 e=2 p=1 c=4, ``adapter_config("lora")`` PEFT's r=8. Raises ``ValueError`` (naming the field) for an unknown method or invalid settings.
+    ``MoSConfig()``'s r=8 e=2 p=1 c=4, ``adapter_config("lora")`` PEFT's r=8. Raises ``ValueError`` (naming the
+    field) for an unknown method or invalid settings.
     """
     spec = method(method_name)
     args = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, valid_param_private_r=valid_param_private_r,

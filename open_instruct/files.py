@@ -57,9 +57,10 @@ def write_json_atomic(path: str | Path, data, what: str | None = None, indent: i
     return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n", what)
 
 
-def write_jsonl_atomic(path: str | Path, rows, what: str | None = None) -> Path:
-    """One JSON object per line."""
+def write_jsonl_atomic(path: str | Path, rows, what: str | None = None, ensure_ascii: bool = False) -> Path:
+    """One JSON object per line (``ensure_ascii``: non-ASCII characters as ``\\uXXXX`` escapes, as ``json.dumps``
+    writes them by default)."""
     with open_atomic(path, what) as fout:
         for row in rows:
-            fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fout.write(json.dumps(row, ensure_ascii=ensure_ascii) + "\n")
     return Path(path)

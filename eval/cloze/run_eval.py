@@ -40,6 +40,7 @@ from eval.utils import (
     require_file,
     shared_prefix,
 )
+from open_instruct.files import write_jsonl_atomic
 
 TASKS = ("mmlu", "arc_easy")
 
@@ -137,9 +138,7 @@ def evaluate_cloze(model, tokenizer, task: str, data, *, n_instances: int | None
     metrics, rows = score(model, tokenizer, questions, batch_size, shared_prefix)
     metrics["task"] = task
     if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(save_dir) / "predictions.jsonl", "w", encoding="utf-8") as fout:
-            fout.writelines(json.dumps(row) + "\n" for row in rows)
+        write_jsonl_atomic(Path(save_dir) / "predictions.jsonl", rows, ensure_ascii=True)
     return metrics
 
 

@@ -43,6 +43,7 @@ from eval.codex_humaneval.sandbox import Limits, Sandbox, SandboxUnavailable
 from eval.generation import add_generation_arguments, load_model, run_cli, sampled_outputs
 from eval.templates import chat_function, format_chat_prompt
 from eval.utils import chat_format, load_tokenizer, require_file
+from open_instruct.files import write_jsonl_atomic
 
 STOP_SEQUENCES = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 MAX_NEW_TOKENS = 512
@@ -150,14 +151,11 @@ def evaluate_humaneval(model, tokenizer, data, *, ks: tuple[int, ...] = (1,), n:
                                    max_new_tokens, batch_size)
     if save_dir is not None:
         save_dir = Path(save_dir)
-        save_dir.mkdir(parents=True, exist_ok=True)
-        with open(save_dir / "codex_eval_predictions.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(s) + "\n" for s in samples)
+        write_jsonl_atomic(save_dir / "codex_eval_predictions.jsonl", samples, ensure_ascii=True)
 
     results = score(samples, {p["task_id"]: p for p in problems}, sandbox, n_workers)
     if save_dir is not None:
-        with open(save_dir / "codex_eval_predictions_with_results.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in results)
+        write_jsonl_atomic(save_dir / "codex_eval_predictions_with_results.jsonl", results, ensure_ascii=True)
     correct: dict[str, list[bool]] = defaultdict(list)
     for r in results:
         correct[r["task_id"]].append(r["passed"])

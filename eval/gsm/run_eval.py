@@ -27,7 +27,6 @@ Outputs in ``--save_dir``: ``predictions.jsonl`` (question, answer, model_output
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import string
@@ -37,6 +36,7 @@ from eval.cli import add_overwrite_argument, read_jsonl_file, write_metrics
 from eval.generation import add_generation_arguments, greedy_outputs, load_model, run_cli
 from eval.templates import chat_function, format_chat_prompt
 from eval.utils import chat_format, load_tokenizer, require_file, shared_prefix
+from open_instruct.files import write_jsonl_atomic
 
 MAX_NEW_TOKENS = 512
 NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
@@ -141,9 +141,7 @@ def evaluate_gsm(model, tokenizer, data, *, n_shot: int = 8, cot: bool = True, e
 
     records, metrics = score(examples, outputs)
     if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(save_dir) / "predictions.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        write_jsonl_atomic(Path(save_dir) / "predictions.jsonl", records, ensure_ascii=True)
     print(f"GSM8K exact match: {metrics['exact_match']:.4f} on {len(records)} questions")
     return metrics
 

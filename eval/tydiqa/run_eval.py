@@ -60,6 +60,7 @@ from eval.utils import (
     require_file,
     shared_prefix,
 )
+from open_instruct.files import write_jsonl_atomic
 
 DEV_FILE = "tydiqa-goldp-v1.1-dev.json"
 TRAIN_FILE = "tydiqa-goldp-v1.1-train.json"
@@ -198,10 +199,8 @@ def evaluate_tydiqa(model, tokenizer, data, *, n_shot: int = 1, max_num_examples
     stop = None if chat_fn is not None else ["\n"]
     outputs = greedy_outputs(model, tokenizer, prompts, MAX_NEW_TOKENS, stop, batch_size, shared_prefix)
     if save_dir is not None:
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(save_dir) / "tydiaqa_predictions.jsonl", "w", encoding="utf-8") as fout:
-            for ex, output in zip(examples, outputs):
-                fout.write(json.dumps({**ex, "prediction_text": output}, ensure_ascii=False) + "\n")
+        write_jsonl_atomic(Path(save_dir) / "tydiaqa_predictions.jsonl",
+                           ({**ex, "prediction_text": output} for ex, output in zip(examples, outputs)))
     metrics = compute_metrics(examples, outputs, languages)
     print(json.dumps(metrics, indent=4))
     return metrics

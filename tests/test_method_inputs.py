@@ -1,5 +1,7 @@
 """Bad or surprising method settings (issue 12, method side): rejected with the reason, or carried through."""
 
+import copy
+
 import peft
 import pytest
 import torch
@@ -40,6 +42,37 @@ def test_share_lora_chunkwisely_keeps_loras_targets_alpha_and_dropout_for_a_mos_
     assert (cfg.r, cfg.valid_param_lora_r, cfg.num_chunk_per_vec, cfg.seed) == (2, 2, 2, 3)  # MoS's own fields kept
     adapted = {n.split(".")[-1] for n, m in model.named_modules() if hasattr(m, "mos_index_A")}
     assert adapted == {"q_proj", "v_proj"}
+
+
+def test_share_lora_chunkwisely_on_gpt2_conv1d_is_silent_and_exports_exactly(tmp_path):
+    """PEFT's LoRA sets fan_in_fan_out for GPT-2's Conv1D on its own; the conversion takes that over without a
+    warning (a user who never set it has nothing to act on), and the MoS layers still export exactly."""
+    import warnings
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from open_instruct.mos import export_lora
+
+    torch.manual_seed(0)
+    base = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=4, n_head=4, vocab_size=128, n_positions=64)).eval()
+    ids = torch.arange(5, 21)[None]
+    with pytest.warns(UserWarning, match="fan_in_fan_out"):  # PEFT's own notice
+        lora = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"))
+    chunk = MoSConfig(r=4, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="share_lora_chunkwisely")
+        model = share_lora_chunkwisely(lora, chunk)
+    assert model.peft_config["default"].fan_in_fan_out is True
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn_like(p))
+        out = model(input_ids=ids).logits
+        assert (out - base(input_ids=ids).logits).abs().max() > 1e-3
+    export_lora(model, tmp_path)
+    exported = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=ids).logits, out, rtol=0, atol=1e-5)
 
 
 def test_prolora_checks_every_module_before_converting_any():

@@ -37,9 +37,10 @@ def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
         if lora_config is None:
             return chunk_config
         lora = _lora_fields(lora_config)
-        # (PEFT expands LoRA's 'all-linear' into module names: a MoSConfig left at 'all-linear' agrees with them)
+        # (PEFT expands LoRA's 'all-linear' into module names: a MoSConfig left at 'all-linear' agrees with them.
+        # fan_in_fan_out is not a choice to warn about: PEFT sets it for GPT-2's Conv1D, and so does each MoS layer)
         changed = [f"{k} ({getattr(chunk_config, k)!r} -> {v!r})" for k, v in lora.items()
-                   if k in ("lora_alpha", "lora_dropout", "target_modules", "exclude_modules", "fan_in_fan_out")
+                   if k in ("lora_alpha", "lora_dropout", "target_modules", "exclude_modules")
                    and _comparable(getattr(chunk_config, k)) != _comparable(v)
                    and not (k == "target_modules" and getattr(chunk_config, k) in (None, "all-linear"))]
         if changed:

@@ -78,6 +78,14 @@ SETTINGS = {
     "pilot_de": Setting("pilot_de", max_steps=400, batch_size=4, max_seq_length=256, data="german",
                         scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"),
                         eval_batch_size=8, curve_points=4, extra_env=(("TRAIN_FORMAT", "text"), ("PRECISION", "bf16"))),
+    # Candidate (c) of the regime search: pilot_de's data and run with the narrowest scope, adapters on q_proj and
+    # v_proj only at the smallest budget e = 1 (LoRA r=1, 57,600 parameters, against r=8, 460,800, on SmolLM2-135M).
+    # Run it if neither pilot_de nor pilot_math decides. Beyond the pilot (labels=()), MoS at e = 1 has no shard to
+    # privatize (p < e), so mos_p is 0 here; Tied-LoRA r=17 is 56,700 parameters (1.6 % under the budget).
+    "pilot_de_qv": Setting("pilot_de_qv", max_steps=400, batch_size=4, max_seq_length=256, data="german",
+                           scoring="loss", labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"), e=1, mos_p=0,
+                           tied_lora_r=17, lora_modules="q_proj,v_proj", eval_batch_size=8, curve_points=4,
+                           extra_env=(("TRAIN_FORMAT", "text"), ("PRECISION", "bf16"))),
     # One GPU: longer and larger, the full held-out sets and larger benchmark subsets.
     # Untested so far: sized so that --parallel 8 on one H200 finishes the grid in well under an hour.
     "gpu": Setting("gpu", max_steps=2000, batch_size=16, max_seq_length=256, seen_per_task=10, unseen_max=10000,

@@ -87,7 +87,7 @@ def test_text_losses_score_every_token_after_the_first(tiny_tokenizer):
         assert count == len(ids) - 1 and total == pytest.approx(ref, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["pilot_math", "pilot_de"])
+@pytest.mark.parametrize("name", ["pilot_math", "pilot_de", "pilot_de_qv"])
 def test_pilot_grids_compare_two_ranks_each_at_its_own_rate(name):
     rows = build_grid(SETTINGS[name])
     assert {r.label for r in rows} == {"LoRA r=e", "LoRA r=8e"} and {r.stage for r in rows} == {"lr", "main"}
@@ -162,3 +162,24 @@ def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):
     cli.check_precision(SETTINGS["cpu"])  # a float32 setting runs anywhere
     monkeypatch.setattr(cli, "native_bf16", lambda: True)
     cli.check_precision(SETTINGS["pilot_math"])
+
+
+def test_narrow_scope_pilot_budgets_on_smollm2_shape():
+    """pilot_de_qv (candidate c): q/v only at e = 1; MoS and PRoLoRA at that budget, Tied-LoRA within 2 %."""
+    from transformers import LlamaConfig
+
+    from open_instruct.param_table import Row, measure
+
+    s = SETTINGS["pilot_de_qv"]
+    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152)
+    targets = s.lora_modules.split(",")
+    budget = 30 * ((576 + 576) + (576 + 192))  # one rank of q_proj and v_proj in each of 30 layers
+    assert s.e == 1 and measure(config, Row("lora", s.e), targets).trainable == budget
+    assert measure(config, Row("lora", 8 * s.e), targets).trainable == 8 * budget
+    assert measure(config, Row("mos", s.mos_r, p=s.mos_p, e=s.e, c=s.mos_c), targets).trainable == budget
+    assert measure(config, Row("prolora", s.mos_r, p=0, c=s.mos_r // s.e), targets).trainable == budget
+    tied = measure(config, Row("tied_lora", s.tied_lora_r), targets).trainable
+    assert abs(tied - budget) / budget < 0.02, (tied, budget)
+    rows = build_grid(s)
+    assert {(r.label, r.r) for r in rows} == {("LoRA r=e", 1), ("LoRA r=8e", 8)}

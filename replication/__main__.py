@@ -154,9 +154,17 @@ def check_inputs(paths: dict, s: Setting | None = None) -> None:
              "mmlu_dir": "bash scripts/prepare_eval_data.sh (or --mmlu_dir)"}
     if s is not None and s.scoring == "loss":  # a pilot scores its held-out loss only
         needs = {k: v for k, v in needs.items() if k in ("model", "train_file", "heldout_dir")}
-    for key, fix in needs.items():
-        if not paths[key].exists():
-            raise FileNotFoundError(f"{paths[key]} does not exist; run: {fix}")
+    files, flags = ("train_file", "arc_file"), {"model": "--model", "arc_file": "--arc_file", "mmlu_dir": "--mmlu_dir"}
+    for key, fix in needs.items():  # all checked before any training, so a bad path never costs a run
+        path, flag = paths[key], flags.get(key, "--data_dir")
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist; run: {fix}")
+        if key in files and path.is_dir():
+            inside = sorted(path.glob("*.jsonl"))
+            hint = f" (it holds {inside[0].name}: {flag} {inside[0]})" if len(inside) == 1 and key == "arc_file" else ""
+            raise FileNotFoundError(f"{path} is a folder, but {key} must be a file{hint}; check {flag}.")
+        if key in ("heldout_dir", "mmlu_dir") and not path.is_dir():
+            raise FileNotFoundError(f"{path} is a file, but {key} must be a folder; check {flag}.")
 
 
 def native_bf16() -> bool:

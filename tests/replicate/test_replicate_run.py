@@ -54,6 +54,36 @@ def test_a_setting_can_restrict_the_grid_to_some_methods():
     assert [r.row_id for r in rows] == [r.row_id for r in full]  # the same rows, in the same order
 
 
+def test_bad_input_paths_stop_the_grid_before_any_training(tmp_path, capsys):
+    """A folder given for a file (the ARC-Easy folder instead of its test.jsonl), a missing path or a file given for
+    a folder is one line naming the path and the flag, before the base model is scored or any run starts."""
+    data = tmp_path / "data"
+    (data / "processed" / "super_ni").mkdir(parents=True)
+    (data / "processed" / "super_ni" / "super_ni_data.jsonl").write_text("{}\n")
+    (data / "heldout").mkdir()
+    (tmp_path / "mmlu").mkdir()
+    (tmp_path / "arc").mkdir()
+    (tmp_path / "arc" / "test.jsonl").write_text("{}\n")
+    model = tmp_path / "model"
+    model.mkdir()
+    common = ["run", "--setting", "tiny", "--model", str(model), "--data_dir", str(data), "--runs_dir",
+              str(tmp_path / "runs"), "--results_dir", str(tmp_path / "results"), "--threads", "1"]
+    cases = [
+        (["--mmlu_dir", str(tmp_path / "mmlu"), "--arc_file", str(tmp_path / "arc")],
+         f"{tmp_path / 'arc'} is a folder, but arc_file must be a file (it holds test.jsonl: --arc_file "
+         f"{tmp_path / 'arc' / 'test.jsonl'}); check --arc_file."),
+        (["--mmlu_dir", str(tmp_path / "arc" / "test.jsonl"), "--arc_file", str(tmp_path / "arc" / "test.jsonl")],
+         f"{tmp_path / 'arc' / 'test.jsonl'} is a file, but mmlu_dir must be a folder; check --mmlu_dir."),
+        (["--mmlu_dir", str(tmp_path / "nope"), "--arc_file", str(tmp_path / "arc" / "test.jsonl")],
+         f"{tmp_path / 'nope'} does not exist; run: bash scripts/prepare_eval_data.sh (or --mmlu_dir)"),
+    ]
+    for extra, message in cases:
+        assert main(common + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
 @pytest.mark.slow
 def test_reduced_replication_run(tmp_path, capsys):
     model = save_tiny_checkpoint(tmp_path / "tiny", "llama")

@@ -58,12 +58,12 @@ from open_instruct.run_dir import (
     UsageError,
     check_output_dir,
     check_paths_and_numbers,
-    checkpoint_step,
     clear_output_dir,
     expected_failures,
     last_complete_checkpoint,
     remove_partial_checkpoints,
     resolve_resume,
+    trainer_state,
 )
 
 logger = logging.getLogger("finetune_trainer")
@@ -295,14 +295,14 @@ def supervised_tokens_seen(trainer, stats: dict) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def missed_evaluation(checkpoint, training_args, eval_ds) -> bool:
-    """Whether the held-out evaluation due at ``checkpoint``'s step is missing from its log: a run preempted on an
-    evaluation step saves that step without evaluating it (to stop quickly), so its resume evaluates it first."""
+def missed_evaluation(state: dict, training_args, eval_ds) -> bool:
+    """Whether the held-out evaluation due at the step of a checkpoint (its ``trainer_state.json``, ``state``) is
+    missing from its log: a run preempted on an evaluation step saves that step without evaluating it (to stop
+    quickly), so its resume evaluates it first."""
     steps = training_args.eval_steps
     strategy = getattr(training_args.eval_strategy, "value", training_args.eval_strategy)
     if eval_ds is None or strategy != "steps" or not steps or steps < 1:  # (a fraction of the run: not handled)
         return False
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
     step = int(state["global_step"])
     done = {e.get("step") for e in state.get("log_history", []) if "eval_loss" in e}
     return step > 0 and step % int(steps) == 0 and step not in done
@@ -510,8 +510,9 @@ def _train(model_args, data_args, mos_args, training_args, resume, callbacks, st
         data_collator=collator, callbacks=callbacks,
     )
     # read now: by the end of training, save_total_limit may have rotated the resumed-from checkpoint away
-    resumed_from_step = checkpoint_step(resume) if resume else 0
-    if resume and missed_evaluation(resume, training_args, eval_ds):
+    state = trainer_state(resume) if resume else None
+    resumed_from_step = state["global_step"] if state else 0
+    if state and missed_evaluation(state, training_args, eval_ds):
         training_args.eval_on_start = True  # the Trainer evaluates at the resumed step before the next one
     stop.trainer = trainer
     try:

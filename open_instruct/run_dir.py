@@ -60,9 +60,14 @@ def run_dirs() -> re.Pattern:
     return re.compile(rf"^(checkpoint-\d+|{final_dirs().pattern[1:-1]}|(mmlu|tydiqa|bbh|gsm|codex)_results|runs)$")
 
 
+def trainer_state(path: str | Path) -> dict:
+    """A checkpoint's ``trainer_state.json``: its step (``global_step``) and its log (``log_history``)."""
+    return json.loads((Path(path) / "trainer_state.json").read_text())
+
+
 def checkpoint_step(path: str | Path) -> int:
     """The training step a checkpoint was saved at (its ``trainer_state.json`` ``global_step``)."""
-    return json.loads((Path(path) / "trainer_state.json").read_text())["global_step"]
+    return trainer_state(path)["global_step"]
 
 
 def checkpoint_problem(path: str | Path) -> str | None:

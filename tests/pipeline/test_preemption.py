@@ -314,18 +314,15 @@ def test_a_run_preempted_on_an_evaluation_step_evaluates_it_on_resume(setup, tmp
     assert run_to_end(tmp_path / "on_eval_step", 4) == [2, 4, 6, 8, 10]
 
 
-def test_which_resumes_evaluate_first(tmp_path):
+def test_which_resumes_evaluate_first():
     """Only a resume at an evaluation step whose evaluation is not in the checkpoint's log evaluates first."""
     from types import SimpleNamespace
 
     from open_instruct.finetune_trainer import missed_evaluation
 
-    def checkpoint(step, evaluated):
-        path = tmp_path / f"checkpoint-{step}-{len(evaluated)}"
-        path.mkdir()
-        (path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": [
-            {"step": s, "eval_loss": 1.0} for s in evaluated] + [{"step": step, "loss": 2.0}]}))
-        return path
+    def checkpoint(step, evaluated):  # its trainer_state.json
+        return {"global_step": step, "log_history": [{"step": s, "eval_loss": 1.0} for s in evaluated]
+                + [{"step": step, "loss": 2.0}]}
 
     every_2 = SimpleNamespace(eval_strategy="steps", eval_steps=2)
     assert missed_evaluation(checkpoint(4, [2]), every_2, eval_ds=[1])

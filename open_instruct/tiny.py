@@ -81,6 +81,14 @@ def build_tiny_model(arch: str = "llama", vocab_size: int | None = None, seed: i
     return model
 
 
+
+def build_tiny_gpt2(seed: int = 0):
+    """A tiny GPT-2 (2 layers, width 32, vocabulary 128): its projections are ``Conv1D``, weights stored (in, out)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=128, n_positions=64)).eval()
+
 def save_tiny_checkpoint(out_dir: str | Path, arch: str = "llama", seed: int = 0, **overrides) -> Path:
     """Write a tokenizer + model checkpoint directory, loadable with ``from_pretrained``."""
     out = Path(out_dir)

@@ -49,16 +49,14 @@ def test_share_lora_chunkwisely_on_gpt2_conv1d_is_silent_and_exports_exactly(tmp
     warning (a user who never set it has nothing to act on), and the MoS layers still export exactly."""
     import warnings
 
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from open_instruct.mos import export_lora
+    from open_instruct.tiny import build_tiny_gpt2
 
-    torch.manual_seed(0)
-    base = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=4, n_head=4, vocab_size=128, n_positions=64)).eval()
+    base = build_tiny_gpt2()
     ids = torch.arange(5, 21)[None]
     with pytest.warns(UserWarning, match="fan_in_fan_out"):  # PEFT's own notice
-        lora = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"))
-    chunk = MoSConfig(r=4, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2, seed=0)
+        lora = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=3, lora_alpha=16, target_modules="all-linear"))
+    chunk = MoSConfig(r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2, seed=0)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="share_lora_chunkwisely")
         model = share_lora_chunkwisely(lora, chunk)

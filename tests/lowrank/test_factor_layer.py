@@ -7,7 +7,6 @@ import peft
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 import open_instruct.baselines  # noqa: F401  (registers the TIED_LORA and PROLORA PEFT types)
@@ -15,7 +14,7 @@ import open_instruct.mos  # noqa: F401  (registers the MOS PEFT type)
 from open_instruct.baselines import ProLoRAConfig, TiedLoRAConfig
 from open_instruct.lowrank import FactorLinear, export_lora
 from open_instruct.mos import MoSConfig
-from open_instruct.tiny import build_tiny_model
+from open_instruct.tiny import build_tiny_gpt2, build_tiny_model
 
 
 def method_config(method, **kw):
@@ -31,17 +30,11 @@ def method_config(method, **kw):
 METHODS = ["mos", "tied_lora", "prolora"]
 
 
-def tiny_gpt2():
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=128, n_positions=64)
-    return GPT2LMHeadModel(cfg).eval()
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_gpt2_conv1d_targets_match_their_stock_lora_export(method, tmp_path):
     """Conv1D stores its weight as (in, out): each method's forward, merge and export must agree with stock PEFT's
     LoRA (which handles Conv1D with fan_in_fan_out) on the same factors."""
-    base = tiny_gpt2()
+    base = build_tiny_gpt2()
     ids = torch.arange(5, 21)[None]
     with torch.no_grad():
         base_out = base(input_ids=ids).logits

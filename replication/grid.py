@@ -11,6 +11,9 @@ say which rows are done:
 4. ``baselines``  VeRA, Tied-LoRA, PRoLoRA: sweep on seed 0, then seeds 0 and 1 at the best rate
 5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds
 
+Where a setting asks for it (``third_seed_within``), a comparison whose two seeds do not separate it from noise
+gets a third seed (see ``third_seeds``).
+
 "Best rate" is picked on held-in loss (``seen_loss``, unseen instances of the training tasks) among the
 finished sweep rows of that method; a row whose rate depends on a sweep that has not finished waits. A sweep
 whose best rate is its highest (or lowest) is not settled: the next rate of ``LR_LADDER`` in that direction
@@ -26,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 LR_SWEEP = ("3e-4", "1e-3", "3e-3")                                # every sweep starts with these
 LR_LADDER = ("1e-4", "3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1")  # and extends along this at an edge
 SEEDS = (0, 1)
+THIRD_SEED = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Setting:
     data: str = "superni"     # training data: superni (BIG-bench -> SuperNI path), math or german (pilots.py)
     scoring: str = "full"     # full: every metric of score.py; loss: the held-out loss only (seen_loss)
     curve_points: int = 0     # >0: the trainer evaluates its held-out split this many times per run (learning curve)
+    third_seed_within: float = 0.0  # >0: a compared pair whose paired Δ held-in loss over seeds 0 and 1 is within this
+    #                                 many spreads (|mean| < k x std) gets seed 2 on both sides (see third_seeds)
 
 
 SETTINGS = {
@@ -228,19 +234,65 @@ def resolve_lr(row: Row, runs: list[dict]) -> str | None:
     return sweep_state(row.lr.split(":", 1)[1], runs)[0]
 
 
+def comparisons(rows: list[Row]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The paired differences the tables report, as ``((stage, label), (reference stage, reference label))``:
+    every main-table method against LoRA r=e, MoS also against LoRA r=8e, and each ablation against MoS."""
+    groups = list(dict.fromkeys((row.stage, row.label) for row in rows))
+    out = [(g, ("main", "LoRA r=e")) for g in groups if g[0] in ("main", "baselines") and g[1] != "LoRA r=e"]
+    out += [(("main", "MoS"), ("main", "LoRA r=8e"))] if {("main", "MoS"), ("main", "LoRA r=8e")} <= set(groups) else []
+    out += [(g, ("main", "MoS")) for g in groups if g[0] == "ablations"]
+    return [(a, b) for a, b in out if b in groups]
+
+
+def third_seeds(s: Setting, rows: list[Row], runs: list[dict]) -> set[tuple[str, str]]:
+    """``(stage, label)`` groups that get a third seed: both sides of each compared pair (``comparisons``) whose
+    paired Δ held-in loss over seeds 0 and 1, at the rates picked now, is within ``s.third_seed_within`` spreads
+    (|mean| < k x sample std). Decided on seeds 0 and 1 only, so the third seed does not change the decision."""
+    if not s.third_seed_within:
+        return set()
+    by_key = {r["run_key"]: _loss(r.get("seen_loss")) for r in runs if r.get("run_key")}
+
+    def losses(group):
+        out = {}
+        for row in rows:
+            if (row.stage, row.label) == group and row.seed in SEEDS and (lr := resolve_lr(row, runs)) is not None:
+                key = run_key(row, lr)
+                if key in by_key:
+                    out[row.seed] = by_key[key]
+        return out
+
+    need = set()
+    for group, ref in comparisons(rows):
+        a, b = losses(group), losses(ref)
+        if not all(seed in a and seed in b for seed in SEEDS):
+            continue
+        d = [a[seed] - b[seed] for seed in SEEDS]
+        mean = sum(d) / len(d)
+        std = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+        if math.isfinite(mean) and abs(mean) < s.third_seed_within * std:
+            need |= {group, ref}
+    return need
+
+
 def plan(s: Setting, runs: list[dict]) -> list[Row]:
-    """``build_grid(s)`` plus the sweep extensions the finished ``runs`` call for, each right after its
-    method's last sweep row (so it runs before the rows that wait for that method's rate)."""
+    """``build_grid(s)`` plus what the finished ``runs`` call for: the sweep extensions, each right after its
+    method's last sweep row (so it runs before the rows that wait for that method's rate), and the third seeds
+    (``third_seeds``), each after the last row of its stage."""
     rows = build_grid(s)
     last = {row.label: i for i, row in enumerate(rows) if row.stage == "lr"}
     extra = {}
     for label, i in last.items():
         rate = sweep_state(label, runs)[1]
         if rate is not None:
-            extra[i] = replace(rows[i], lr=rate)
+            extra[i] = [replace(rows[i], lr=rate)]
+    need = third_seeds(s, rows, runs)
+    for stage in dict.fromkeys(row.stage for row in rows):
+        i = max(j for j, row in enumerate(rows) if row.stage == stage)
+        extra.setdefault(i, []).extend(replace(row, seed=THIRD_SEED) for row in rows
+                                       if row.stage == stage and row.seed == SEEDS[-1]
+                                       and (row.stage, row.label) in need)
     out = []
     for i, row in enumerate(rows):
         out.append(row)
-        if i in extra:
-            out.append(extra[i])
+        out.extend(extra.get(i, []))
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from replication.grid import LR_LADDER, Setting, build_grid, resolve_lr, run_key, sweep_state
+from replication.grid import LR_LADDER, Setting, plan, resolve_lr, run_key, sweep_state
 
 METRICS = ("seen_loss", "unseen_loss", "mmlu_cloze", "arc_easy", "mmlu_letter")
 SHOWN = {"seen_loss": "held-in loss", "unseen_loss": "unseen-task loss", "mmlu_cloze": "MMLU cloze",
@@ -46,9 +46,13 @@ def paired_delta(df: pd.DataFrame, label: str, ref: str, metric: str) -> str:
 DELTAS = ("seen_loss", "unseen_loss", "arc_easy", "mmlu_cloze")
 
 
-def method_table(df: pd.DataFrame, labels: list[str], ref: str, metrics=METRICS, deltas=DELTAS, shown=SHOWN) -> str:
+def method_table(df: pd.DataFrame, labels: list[str], ref: str, metrics=METRICS, deltas=DELTAS, shown=SHOWN,
+                 also_vs: tuple[str, ...] = ()) -> str:
+    """One row per label: trainable parameters, seeds, each metric as mean ± std over seeds, and the paired Δ of each
+    of ``deltas`` against ``ref`` (then against each label of ``also_vs``, for the rows other than that label)."""
+    refs = [ref, *also_vs]
     head = ["run", "trainable params", "seeds", *[shown[m] for m in metrics],
-            *[f"Δ {shown[m]} vs {ref}" for m in deltas]]
+            *[f"Δ {shown[m]} vs {r}" for r in refs for m in deltas]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in labels:
         rows = df[df.label == label]
@@ -56,7 +60,7 @@ def method_table(df: pd.DataFrame, labels: list[str], ref: str, metrics=METRICS,
             continue
         params = int(float(rows.trainable_params.iloc[0] or 0))
         cells = [label, f"{params:,}", str(len(rows)), *[_fmt(rows[m]) for m in metrics],
-                 *[paired_delta(df, label, ref, m) for m in deltas]]
+                 *[paired_delta(df, label, r, m) for r in refs for m in deltas]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -86,7 +90,7 @@ def superseded(df: pd.DataFrame, s: Setting) -> pd.Series:
     """Rows of runs.csv recorded for a stage at a rate that is no longer that method's pick (its sweep was
     extended after they ran, see ``grid.sweep_state``): kept in runs.csv, left out of the tables."""
     runs = df.to_dict("records")
-    waiting = [row for row in build_grid(s) if row.lr.startswith("best:")]
+    waiting = [row for row in plan(s, runs) if row.lr.startswith("best:")]
     picked = {(row.stage, row.label) for row in waiting}
     current = {(row.stage, row.label, run_key(row, lr)) for row in waiting
                if (lr := resolve_lr(row, runs)) is not None}
@@ -182,12 +186,13 @@ def capacity_verdict(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+MAIN_LABELS = ["base model", "LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e"]
 PLOT_ORDER = ("LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e")
 
 
-def plot(df: pd.DataFrame, path: Path) -> None:
-    """Score vs trainable parameters (log x) for the main table: mean ± std over seeds per method; the untrained
-    base model's score is each panel's title (it has no parameters to place on a log axis)."""
+def plot(df: pd.DataFrame, path: Path, metrics=("seen_loss", "unseen_loss", "arc_easy"), shown=SHOWN) -> None:
+    """Score vs trainable parameters (log x) for the main table: mean ± std over seeds per method, one panel per
+    metric; the untrained base model's score is each panel's title (it has no parameters to place on a log axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,8 +203,9 @@ def plot(df: pd.DataFrame, path: Path) -> None:
         return
     base = df[df.stage == "base"]
     labels = [lab for lab in PLOT_ORDER if lab in set(main.label)] + sorted(set(main.label) - set(PLOT_ORDER))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, metric in zip(axes, ("seen_loss", "unseen_loss", "arc_easy")):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.2), squeeze=False)
+    axes = axes[0]
+    for ax, metric in zip(axes, metrics):
         for i, label in enumerate(labels):
             rows = main[main.label == label]
             y = rows[metric].astype(float)
@@ -210,7 +216,7 @@ def plot(df: pd.DataFrame, path: Path) -> None:
             ax.set_title(f"untrained base model: {float(base[metric].astype(float).mean()):.3f}", fontsize=9)
         ax.set_xscale("log")
         ax.set_xlabel("trainable parameters")
-        ax.set_ylabel(SHOWN[metric] + (" (lower is better)" if metric.endswith("loss") else " (higher is better)"))
+        ax.set_ylabel(shown[metric] + (" (lower is better)" if metric.endswith("loss") else " (higher is better)"))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle("Main table: each method at its own learning rate; error bars = std over seeds", fontsize=10)
@@ -245,9 +251,7 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
              capacity_verdict(df), "",
              "## Main table (each method at its best learning rate)", "",
-             method_table(df[df.stage.isin(["main", "baselines", "base"])],
-                          ["base model", "LoRA r=e", "MoS", "VeRA", "Tied-LoRA", "PRoLoRA", "LoRA r=4e", "LoRA r=8e"],
-                          "LoRA r=e"), "",
+             method_table(df[df.stage.isin(["main", "baselines", "base"])], MAIN_LABELS, "LoRA r=e"), "",
              "## Learning-rate sweeps (seed 0; picked on held-in loss)", "", lr_table(df), "",
              "## Ablations (at MoS's budget and rate)", "",
              method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
@@ -297,28 +301,47 @@ def plot_curves(df: pd.DataFrame, curves_csv: Path, path: Path,
 
 def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataFrame, df: pd.DataFrame,
                        stale: pd.Series) -> int:
-    """A pilot's tables: the verdict, LoRA r=e and r=8e at their own rates, the sweeps, the runs; held-out loss only
-    (the columns a pilot does not score are left out)."""
+    """The tables of a setting scored on held-out loss alone (the columns it does not score are left out): the
+    verdict, the methods at their own rates, the sweeps, the runs. A pilot (``setting.labels``) has LoRA r=e and
+    r=8e only; the full grid of such a setting adds every method (Δ against LoRA r=e and LoRA r=8e), the ablations
+    (Δ against MoS) and ``score_vs_params.png``."""
     metrics, shown = ("seen_loss",), {"seen_loss": "held-out loss"}
-    labels = ["base model", *(setting.labels or ("LoRA r=e", "LoRA r=8e"))]
+    pilot = bool(setting.labels)
+    labels = ["base model", *setting.labels] if pilot else MAIN_LABELS
     precision = sorted({str(p) for p in everything.get("precision", pd.Series(dtype=str)).dropna() if str(p)})
     tokens = everything.get("supervised_tokens", pd.Series(dtype=float)).dropna()
-    parts = [f"# Regime pilot {setting.name}: {setting.max_steps} steps, batch {setting.batch_size}, sequence "
+    title = (f"# Regime pilot {setting.name}" if pilot else
+             f"# Replication tables ({setting.name}, held-out loss only)")
+    parts = [f"{title}: {setting.max_steps} steps, batch {setting.batch_size}, sequence "
              f"{setting.max_seq_length}, data {setting.data}, budget e = {setting.e}", "",
              f"{len(everything)} rows in runs.csv; training precision {', '.join(precision) or '(no trained row yet)'}"
              + (f"; supervised tokens per run {int(tokens.astype(float).mean()):,}" if not tokens.empty else "")
              + f". Regenerate: `python -m replication report --setting {setting.name}`.", "",
              "## Does adapter capacity decide here? (LoRA r=8e vs LoRA r=e, each at its own rate)", "",
-             capacity_verdict(df), "",
-             "## Each reference at its own learning rate", "",
-             method_table(df[df.stage.isin(["main", "base"])], labels, "LoRA r=e", metrics, metrics, shown), "",
-             "## Learning-rate sweeps (seed 0; picked on held-out loss)", "", lr_table(df, loss_only=True), "",
-             "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
+             capacity_verdict(df), ""]
+    if pilot:
+        parts += ["## Each reference at its own learning rate", "",
+                  method_table(df[df.stage.isin(["main", "base"])], labels, "LoRA r=e", metrics, metrics, shown), ""]
+    else:
+        ablations = df[df.stage == "ablations"]
+        parts += ["## Main table (each method at its own best learning rate)", "",
+                  method_table(df[df.stage.isin(["main", "baselines", "base"])], labels, "LoRA r=e", metrics, metrics,
+                               shown, also_vs=("LoRA r=8e",)), "",
+                  "## Ablations (at MoS's budget and rate)", "",
+                  method_table(pd.concat([ablations, df[(df.stage == "main") & (df.label == "MoS")]]),
+                               ["MoS", *dict.fromkeys(ablations.label)], "MoS", metrics, metrics, shown), ""]
+        if setting.third_seed_within:
+            parts += [f"A compared pair whose Δ over seeds 0 and 1 is within {setting.third_seed_within:g}× its "
+                      "spread gets seed 2 on both sides (`grid.third_seeds`).", ""]
+    parts += ["## Learning-rate sweeps (seed 0; picked on held-out loss)", "", lr_table(df, loss_only=True), "",
+              "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
     if stale.any():
         parts[-1:-1] = [stale_note(everything, stale), ""]
     if plot_curves(df, results_dir / "curves.csv", results_dir / "learning_curve.png"):
         parts[-1:-1] = ["Learning curves (`curves.csv`, the trainer's held-out split evaluated during each run): "
                         "`learning_curve.png`.", ""]
+    if not pilot:
+        plot(df, results_dir / "score_vs_params.png", metrics, shown)
     (results_dir / "tables.md").write_text("\n".join(parts), encoding="utf-8")
     print("\n".join(parts))
     return 0

@@ -62,3 +62,53 @@ def test_learning_curve_figure_draws_the_main_table_runs_only(tmp_path):
     assert not plot_curves(df[df.stage == "lr"], curves, tmp_path / "d.png")  # a sweep row is not a main run
     assert not (tmp_path / "d.png").exists()
     assert not plot_curves(df, tmp_path / "none.csv", tmp_path / "e.png")
+
+
+def test_a_loss_scored_full_grid_reports_every_method_and_the_ablations(tmp_path):
+    """A setting scored on held-out loss alone, beyond its pilot (labels=()): the main table has every method with
+    Δ against LoRA r=e and LoRA r=8e, the ablations table Δ against MoS, and score_vs_params.png is drawn."""
+    from dataclasses import replace
+
+    from replication.grid import SETTINGS, plan, run_key
+    from replication.report import write_report
+
+    s = replace(SETTINGS["tiny_text"], labels=(), stages=())
+    losses = {("main", "LoRA r=e"): (3.30, 3.20), ("main", "MoS"): (3.25, 3.21), ("main", "LoRA r=8e"): (3.20, 3.08),
+              ("ablations", "MoS w/o subset selection"): (3.35, 3.24)}
+    rows = plan(s, [])
+    records = [{"stage": "base", "label": "base model", "seed": 0, "lr": "-", "run_key": "base", "seen_loss": 4.9}]
+    for label in ("LoRA r=e", "MoS", "LoRA r=8e"):  # every sweep picks 1e-3
+        row = next(r for r in rows if r.stage == "lr" and r.label == label)
+        records += [{"stage": "lr", "label": label, "seed": 0, "lr": lr, "run_key": run_key(row, lr),
+                     "seen_loss": x} for lr, x in (("3e-4", 3.9), ("1e-3", losses["main", label][0]), ("3e-3", 3.9))]
+    for (stage, label), pair in losses.items():
+        for seed, x in enumerate(pair):
+            row = next(r for r in rows if (r.stage, r.label, r.seed) == (stage, label, seed))
+            records.append({"stage": stage, "label": label, "seed": seed, "lr": "1e-3",
+                            "run_key": run_key(row, "1e-3"), "seen_loss": x})
+    df = pd.DataFrame(records).assign(trainable_params=10, train_s=60, score_s=6, precision="bf16",
+                                      supervised_tokens=1000)
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    assert write_report(tmp_path, s) == 0
+    text = (tmp_path / "tables.md").read_text(encoding="utf-8")
+    assert "unseen-task" not in text and "ARC" not in text  # not scored here
+
+    def cells(heading, label):
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0].splitlines()
+        head = [c.strip() for c in next(x for x in section if x.startswith("| run")).strip("|").split("|")]
+        row = [c.strip() for c in next(x for x in section if x.startswith(f"| {label} |")).strip("|").split("|")]
+        return dict(zip(head, row))
+
+    mos = cells("## Main table", "MoS")
+    # Δ vs LoRA r=e: -0.05, +0.01 -> -0.0200 ± 0.0424; vs LoRA r=8e: +0.05, +0.13 -> +0.0900 ± 0.0566
+    assert mos["Δ held-out loss vs LoRA r=e"] == "-0.0200 ± 0.0424 (n=2)"
+    assert mos["Δ held-out loss vs LoRA r=8e"] == "+0.0900 ± 0.0566 (n=2)"
+    assert cells("## Main table", "LoRA r=8e")["Δ held-out loss vs LoRA r=8e"] == ""
+    ablation = cells("## Ablations", "MoS w/o subset selection")
+    assert ablation["Δ held-out loss vs MoS"] == "+0.0650 ± 0.0495 (n=2)"  # +0.10, +0.03
+    assert (tmp_path / "score_vs_params.png").stat().st_size > 0
+    # the pilot of the same setting keeps its two-reference table and draws no parameter plot
+    (tmp_path / "score_vs_params.png").unlink()
+    assert write_report(tmp_path, replace(s, labels=("LoRA r=e", "LoRA r=8e"), stages=("lr", "main"))) == 0
+    text = (tmp_path / "tables.md").read_text(encoding="utf-8")
+    assert "## Main table" not in text and "Regime pilot" in text and not (tmp_path / "score_vs_params.png").exists()

@@ -1,6 +1,7 @@
 """Learning-rate sweeps: the pick, the extension at an edge, and rows recorded at a rate no longer picked."""
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -94,3 +95,50 @@ def test_a_pick_at_the_end_of_the_ladder_is_flagged_and_an_interior_one_is_not()
     assert "| VeRA | 1e-4 | 1.2000 | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder" in lr_table(bottom)
     inside = _sweep_frame({"3e-4": 1.6, "1e-3": 1.4, "3e-3": 1.5})
     assert lr_table(inside).count("✓ |") == 1 and "end of the rate ladder" not in lr_table(inside)
+
+
+def _settled(s, losses_by_group):
+    """runs.csv-like dicts: every sweep named in ``losses_by_group`` settled at 1e-3, and the given rows
+    ``{(stage, label): {seed: held-in loss}}`` recorded at that rate under their run keys."""
+    rows = plan(s, [])
+    runs = []
+    for label in {label for _, label in losses_by_group} | {"MoS"}:
+        runs += sweep(label, {"3e-4": 9.0, "1e-3": 5.0, "3e-3": 9.0})
+    for (stage, label), losses in losses_by_group.items():
+        for seed, loss in losses.items():
+            row = next(r for r in rows if (r.stage, r.label, r.seed % 2) == (stage, label, seed % 2))
+            runs.append({"stage": stage, "label": label, "seed": seed, "lr": "1e-3", "seen_loss": str(loss),
+                         "run_key": run_key(replace(row, seed=seed), "1e-3")})
+    return runs
+
+
+def test_a_pair_within_twice_its_spread_gets_a_third_seed_on_both_sides():
+    s = replace(SETTINGS["cpu"], third_seed_within=2)
+    main = {("main", "LoRA r=e"): {0: 1.50, 1: 1.40},
+            ("main", "MoS"): {0: 1.51, 1: 1.39},        # Δ +0.01, -0.01: mean 0 within 2 x 0.014 -> third seed
+            ("main", "LoRA r=8e"): {0: 1.00, 1: 0.90}}  # Δ -0.5, -0.5 vs r=e; vs MoS +0.51, +0.49: both clear
+    rows = plan(s, _settled(s, main))
+    third = [(i, r) for i, r in enumerate(rows) if r.seed == 2]
+    assert {(r.stage, r.label, r.lr) for _, r in third} == {("main", "MoS", "best:MoS"),
+                                                           ("main", "LoRA r=e", "best:LoRA r=e")}
+    last_main = max(i for i, r in enumerate(rows) if r.stage == "main" and r.seed < 2)
+    first_after = min(i for i, r in enumerate(rows) if i > last_main and r.stage != "main")
+    assert all(last_main < i < first_after for i, _ in third)  # right after its stage's rows
+    assert not [r for r in plan(SETTINGS["cpu"], _settled(s, main)) if r.seed == 2]  # off unless asked for
+
+    clear = {**main, ("main", "MoS"): {0: 1.60, 1: 1.51}}  # Δ +0.10, +0.11: beyond 2 spreads
+    assert not [r for r in plan(s, _settled(s, clear)) if r.seed == 2]
+    one_seed = {k: {0: v[0]} for k, v in main.items()}  # seed 1 not in yet: nothing to decide on
+    assert not [r for r in plan(s, _settled(s, one_seed)) if r.seed == 2]
+
+
+def test_an_ablation_within_its_spread_of_mos_adds_seed_2_of_both_and_the_tables_keep_it():
+    s = replace(SETTINGS["cpu"], third_seed_within=2)
+    groups = {("main", "LoRA r=e"): {0: 1.2, 1: 1.0}, ("main", "MoS"): {0: 1.5, 1: 1.4},
+              ("ablations", "MoS w/o pair dissociation"): {0: 1.52, 1: 1.39}}
+    runs = _settled(s, groups)
+    third = {(r.stage, r.label) for r in plan(s, runs) if r.seed == 2}
+    assert third == {("ablations", "MoS w/o pair dissociation"), ("main", "MoS")}
+    runs += _settled(s, {k: {2: 1.45} for k in third})[-2:]  # the two seed-2 rows, recorded
+    df = pd.DataFrame(runs)
+    assert not superseded(df, s).any()  # a third seed at the picked rate is a current row, not a stale one

@@ -7,7 +7,8 @@ say which rows are done:
 2. ``lr``         learning-rate sweeps (3 rates spanning 10x, extended at an edge), seed 0: LoRA r=e and MoS first,
                   then the references LoRA r=4e and LoRA r=8e (α stays fixed, so a larger rank has a smaller update
                   scale α/r: a reference is compared at its own rate, never at another method's)
-3. ``main``       LoRA r=e, MoS, LoRA r=4e, LoRA r=8e, seeds 0 and 1, each at its own best rate
+3. ``main``       LoRA r=e, MoS, LoRA r=4e, LoRA r=8e, seeds 0 and 1, each at its own best rate (LoRA r=e's and
+                  MoS's rows come before the references' sweeps: the comparison at one budget is ready first)
 4. ``baselines``  VeRA, Tied-LoRA, PRoLoRA: sweep on seed 0, then seeds 0 and 1 at the best rate
 5. ``ablations``  MoS without each differentiation strategy, plus pure sharing and random scaling, two seeds
 
@@ -152,13 +153,15 @@ def build_grid(s: Setting) -> list[Row]:
     for lr in LR_SWEEP:
         rows.append(Row("lr", "LoRA r=e", seed=0, lr=lr, **lora_e))
         rows.append(Row("lr", "MoS", seed=0, lr=lr, **mos))
-    for label, kw in refs.items():
-        for lr in LR_SWEEP:
-            rows.append(Row("lr", label, seed=0, lr=lr, **kw))
-    # 3. main table, every method at its own best rate
+    # 3. main table, every method at its own best rate: MoS against LoRA r=e first (they wait only for their own
+    #    sweeps), then the references' sweeps and seeds
     for seed in SEEDS:
         rows.append(Row("main", "LoRA r=e", seed=seed, lr="best:LoRA r=e", **lora_e))
         rows.append(Row("main", "MoS", seed=seed, lr="best:MoS", **mos))
+    for label, kw in refs.items():
+        for lr in LR_SWEEP:
+            rows.append(Row("lr", label, seed=0, lr=lr, **kw))
+    for seed in SEEDS:
         for label, kw in refs.items():
             rows.append(Row("main", label, seed=seed, lr=f"best:{label}", **kw))
     # 4. the other baselines at (about) the same budget

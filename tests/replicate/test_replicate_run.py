@@ -35,6 +35,9 @@ def test_grid_order_and_budget_settings():
     assert len(lrs) >= 3 and max(map(float, lrs)) / min(map(float, lrs)) >= 10
     assert {r.seed for r in rows if r.stage == "main"} == {0, 1}
     assert len({r.row_id for r in rows}) == len(rows)
+    # the comparison at one budget (MoS vs LoRA r=e, two seeds) is ready before the references' sweeps start
+    first_ref_sweep = min(i for i, r in enumerate(rows) if r.stage == "lr" and r.label in ("LoRA r=4e", "LoRA r=8e"))
+    assert max(i for i, r in enumerate(rows) if r.stage == "main" and r.label in ("LoRA r=e", "MoS")) < first_ref_sweep
     # every method in the main table, the larger-rank references included, is swept and run at its own rate
     main_labels = {r.label for r in rows if r.stage == "main"}
     assert {"LoRA r=4e", "LoRA r=8e"} <= main_labels

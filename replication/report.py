@@ -65,6 +65,13 @@ def method_table(df: pd.DataFrame, labels: list[str], ref: str, metrics=METRICS,
     return "\n".join(lines)
 
 
+def ablation_table(df: pd.DataFrame, metrics=METRICS, deltas=DELTAS, shown=SHOWN) -> str:
+    """MoS (its main rows) and each ablation of the grid, in grid order, with paired Δs against MoS."""
+    ablations = df[df.stage == "ablations"]
+    return method_table(pd.concat([ablations, df[(df.stage == "main") & (df.label == "MoS")]]),
+                        ["MoS", *dict.fromkeys(ablations.label)], "MoS", metrics, deltas, shown)
+
+
 def lr_table(df: pd.DataFrame, loss_only: bool = False) -> str:
     """The sweeps; ``loss_only``: a setting scored on its held-out loss alone (a pilot)."""
     sweep = df[df.stage == "lr"]
@@ -254,8 +261,7 @@ def write_report(results_dir: Path, setting: Setting) -> int:
              method_table(df[df.stage.isin(["main", "baselines", "base"])], MAIN_LABELS, "LoRA r=e"), "",
              "## Learning-rate sweeps (seed 0; picked on held-in loss)", "", lr_table(df), "",
              "## Ablations (at MoS's budget and rate)", "",
-             method_table(pd.concat([df[df.stage == "ablations"], df[(df.stage == "main") & (df.label == "MoS")]]),
-                          ["MoS", *dict.fromkeys(df[df.stage == "ablations"].label)], "MoS"), "",
+             ablation_table(df), "",
              "## Runs and wall times", "", runs_table(everything, setting.max_steps), ""]
     if stale.any():
         parts[-1:-1] = [stale_note(everything, stale), ""]
@@ -323,13 +329,10 @@ def write_pilot_report(results_dir: Path, setting: Setting, everything: pd.DataF
         parts += ["## Each reference at its own learning rate", "",
                   method_table(df[df.stage.isin(["main", "base"])], labels, "LoRA r=e", metrics, metrics, shown), ""]
     else:
-        ablations = df[df.stage == "ablations"]
         parts += ["## Main table (each method at its own best learning rate)", "",
                   method_table(df[df.stage.isin(["main", "baselines", "base"])], labels, "LoRA r=e", metrics, metrics,
                                shown, also_vs=("LoRA r=8e",)), "",
-                  "## Ablations (at MoS's budget and rate)", "",
-                  method_table(pd.concat([ablations, df[(df.stage == "main") & (df.label == "MoS")]]),
-                               ["MoS", *dict.fromkeys(ablations.label)], "MoS", metrics, metrics, shown), ""]
+                  "## Ablations (at MoS's budget and rate)", "", ablation_table(df, metrics, metrics, shown), ""]
         if setting.third_seed_within:
             parts += [f"A compared pair whose Δ over seeds 0 and 1 is within {setting.third_seed_within:g}× its "
                       "spread gets seed 2 on both sides (`grid.third_seeds`).", ""]

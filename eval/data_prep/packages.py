@@ -6,6 +6,7 @@ cache folder and reused from there. Wheels are zip files, sdists gzipped tarball
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -48,6 +49,12 @@ def fetch(name: str, cache_dir: str | Path) -> Path:
         cmd.insert(-1, "--no-binary=:all:")
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not archive.is_file():
+        offered = re.search(r"\(from versions: ([^)]*)\)", result.stderr)
+        if offered and offered.group(1).strip() not in ("", "none"):
+            # The index answered and lists the package, just not this release: a connection check will not help.
+            raise PackageError(f"the package index no longer offers {name}=={version} (it lists only "
+                               f"{offered.group(1).strip()}); put {filename} from another copy into {cache_dir} "
+                               "by hand.")
         detail = (result.stderr.strip().splitlines() or ["no archive appeared"])[-1]
         raise PackageError(f"pip could not download {name}=={version} ({detail}); check the connection to the "
                            f"package index, or put {filename} into {cache_dir} by hand.")

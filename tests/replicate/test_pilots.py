@@ -129,7 +129,7 @@ def test_capacity_verdict(deltas, decides):
 
 
 @pytest.mark.slow
-def test_reduced_text_pilot_through_the_launcher(tmp_path):
+def test_reduced_text_pilot_through_the_launcher(tmp_path, capsys):
     model = save_tiny_checkpoint(tmp_path / "tiny", "llama")
     data = tmp_path / "replication" / "german"
     data.mkdir(parents=True)
@@ -160,6 +160,16 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path):
     tables = (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
     assert "Not decided yet" in tables and "training precision float32" in tables
     assert "| held-out loss |" in tables and "unseen-task" not in tables and "MMLU" not in tables
+    # the table's inputs were fingerprinted with its first rows; other held-out data stops the grid before any run
+    recorded = json.loads((tmp_path / "results" / "tiny_text" / "inputs.json").read_text())["sha256"]
+    assert set(recorded) == {"model tensors", "train_file", "held-out heldout.jsonl"}
+    before = (tmp_path / "results" / "tiny_text" / "runs.csv").read_text()
+    (data / "heldout.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs[69:]))
+    capsys.readouterr()
+    assert main([*args, "--max_runs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the held-out heldout.jsonl differs from the one the rows of" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "results" / "tiny_text" / "runs.csv").read_text() == before
 
 
 def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):

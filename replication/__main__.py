@@ -340,6 +340,10 @@ def run_grid(args) -> int:
     return 0
 
 
+def fmt(value) -> str:
+    return "-" if value in (None, "") else f"{float(value):.4f}"
+
+
 def reproduce(args) -> int:
     """Retrain and rescore one recorded run from scratch (a separate run directory; the table is not touched) and
     print its recorded and new metrics side by side."""
@@ -369,7 +373,8 @@ def reproduce(args) -> int:
     new = score(run_dir, s, check)
     print(f"| metric | recorded | reproduced ({args.run_key}) |\n|---|---|---|")
     for m in METRICS:
-        print(f"| {m} | {float(old[m]):.4f} | {float(new[m]):.4f} |")
+        if old.get(m) not in (None, "") or new.get(m) not in (None, ""):  # a pilot scores its held-out loss only
+            print(f"| {m} | {fmt(old.get(m))} | {fmt(new.get(m))} |")
     return 0
 
 

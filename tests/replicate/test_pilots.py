@@ -160,6 +160,11 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path, capsys):
     tables = (tmp_path / "results" / "tiny_text" / "tables.md").read_text()
     assert "Not decided yet" in tables and "training precision float32" in tables
     assert "| held-out loss |" in tables and "unseen-task" not in tables and "MMLU" not in tables
+    # reproduce on a loss-scored table: the held-out loss only, recorded and rescored side by side
+    capsys.readouterr()
+    assert main(["reproduce", *args[1:], "--run_key", "base"]) == 0
+    printed = [line.split("|")[1:4] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [p[0].strip() for p in printed] == ["metric", "seen_loss"] and printed[1][1] == printed[1][2], printed
     # the table's inputs were fingerprinted with its first rows; other held-out data stops the grid before any run
     recorded = json.loads((tmp_path / "results" / "tiny_text" / "inputs.json").read_text())["sha256"]
     assert set(recorded) == {"model tensors", "train_file", "held-out heldout.jsonl"}

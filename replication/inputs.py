@@ -31,7 +31,7 @@ class InputsChanged(UserError):
 
 
 def tensors_digest(model_dir: Path) -> str:
-    """sha256 over the model's tensors in name order: name, dtype, shape and raw bytes of each."""
+    """sha256 over the model's tensors by name (each: its dtype, shape and raw bytes), whatever file holds them."""
     import torch
     from safetensors import safe_open
 
@@ -41,17 +41,15 @@ def tensors_digest(model_dir: Path) -> str:
         if not bins:
             raise UserError(f"{model_dir} holds no *.safetensors or *.bin weights; check --model")
         return digest_of({p.name: sha256(p) for p in bins})
-    where = {}
+    parts = {}
     for path in files:
         with safe_open(str(path), framework="pt") as f:
-            where.update({name: path for name in f.keys()})  # noqa: SIM118 (safe_open is not a mapping)
-    digest = hashlib.sha256()
-    for name in sorted(where):
-        with safe_open(str(where[name]), framework="pt") as f:
-            t = f.get_tensor(name).contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                t = f.get_tensor(name).contiguous()
+                h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+                parts[name] = h.hexdigest()
+    return digest_of(parts)
 
 
 def digest_of(parts: dict[str, str]) -> str:

@@ -59,7 +59,7 @@ def test_model_fingerprint_follows_the_tensors_not_the_file(inputs):
     assert tensors_digest(inputs["model"]) != before
 
 
-def test_a_changed_model_stops_a_run_and_only_warns_a_check(inputs):
+def test_a_model_converted_to_another_dtype_is_named(inputs):
     check_unchanged(inputs, "loss", rows=0)
     path = inputs["model"] / "model.safetensors"
     tensors = load_file(path)

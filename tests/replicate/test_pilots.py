@@ -175,6 +175,15 @@ def test_reduced_text_pilot_through_the_launcher(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the held-out heldout.jsonl differs from the one the rows of" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "results" / "tiny_text" / "runs.csv").read_text() == before
+    # reproduce on the changed inputs still runs, but says so first; nothing recorded is rewritten
+    record = (tmp_path / "results" / "tiny_text" / "inputs.json").read_text()
+    assert main(["reproduce", *args[1:], "--run_key", "base"]) == 0
+    out = capsys.readouterr().out
+    assert "[replicate] warning: the held-out heldout.jsonl differs from the one the rows of" in out
+    printed = [line.split("|")[1:4] for line in out.splitlines() if line.startswith("| seen_loss")]
+    assert len(printed) == 1 and printed[0][1] != printed[0][2], out  # 11 held-out documents now, not 10
+    assert (tmp_path / "results" / "tiny_text" / "runs.csv").read_text() == before
+    assert (tmp_path / "results" / "tiny_text" / "inputs.json").read_text() == record
 
 
 def test_a_bf16_setting_is_refused_where_bf16_is_slow(monkeypatch):

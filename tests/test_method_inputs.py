@@ -73,6 +73,48 @@ def test_share_lora_chunkwisely_on_gpt2_conv1d_is_silent_and_exports_exactly(tmp
         torch.testing.assert_close(exported(input_ids=ids).logits, out, rtol=0, atol=1e-5)
 
 
+CHUNK = dict(lora_r=3, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(init_lora_weights="pissa"), "init_lora_weights='pissa', which rewrites the base weights"),
+    (dict(init_lora_weights="olora"), "init_lora_weights='olora', which rewrites the base weights"),
+    (dict(use_dora=True), "uses DoRA (use_dora=True); MoS has no magnitude vector"),
+    (dict(lora_bias=True), "has lora_bias=True; MoS adapters have no bias"),
+])
+def test_share_lora_chunkwisely_refuses_what_mos_cannot_carry(setting, message):
+    """PiSSA/OLoRA rewrite the base weights (unloading them leaves a changed model under MoS); DoRA's magnitude and
+    LoRA's bias have no MoS counterpart. Each is refused by name, before anything is unloaded."""
+    base = build_tiny_model("qwen2")  # q/k/v carry biases
+    pretrained = {k: v.clone() for k, v in base.state_dict().items()}
+    lora = peft.get_peft_model(copy.deepcopy(base), peft.LoraConfig(r=4, target_modules=ALL_PROJ, **setting))
+    if "init_lora_weights" in setting:  # the hazard is real: PEFT changed the base weights under this LoRA
+        rewritten = lora.base_model.model.state_dict()
+        assert any(not torch.equal(rewritten[k.replace("q_proj.weight", "q_proj.base_layer.weight")], v)
+                   for k, v in pretrained.items() if k.endswith("q_proj.weight"))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        share_lora_chunkwisely(lora, CHUNK)
+    assert any(isinstance(m, peft.tuners.lora.LoraLayer) for m in lora.modules())  # left as it was
+
+
+@pytest.mark.parametrize("setting, message", [
+    (dict(use_rslora=True), "use_rslora=True (MoS scales by lora_alpha/r"),
+    (dict(rank_pattern={"q_proj": 2}), "rank_pattern/alpha_pattern (MoS uses one r"),
+    (dict(bias="lora_only"), "bias='lora_only' (MoS trains no biases"),
+])
+def test_share_lora_chunkwisely_warns_about_what_it_drops(setting, message):
+    lora = peft.get_peft_model(build_tiny_model("qwen2"), peft.LoraConfig(r=4, lora_alpha=8, target_modules=ALL_PROJ,
+                                                                          **setting))
+    assert any(p.requires_grad for n, p in lora.named_parameters() if n.endswith("bias")) == ("bias" in setting)
+    with pytest.warns(UserWarning, match="share_lora_chunkwisely: LoRA adapter 'default'") as record:
+        model = share_lora_chunkwisely(lora, CHUNK)
+    assert any(message in str(w.message) for w in record)
+    assert record[0].filename == __file__  # points at the caller's line
+    assert model.peft_config["default"].scaling == 8 / 3  # MoS's own alpha/r, whatever LoRA's scheme was
+    biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    assert biases and not any(p.requires_grad for p in biases)
+
+
 def test_prolora_checks_every_module_before_converting_any():
     # tiny mistral: hidden 48, intermediate 96, k/v output 12. m = n = 8 divides every size but k/v's output, and
     # k_proj comes after q_proj: a per-module check during injection would leave q_proj converted.

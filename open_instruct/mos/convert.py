@@ -24,6 +24,41 @@ def _lora_fields(lora_config) -> dict:
     )
 
 
+# LoRA initialisations that rewrite the base weights (W <- W - scaling·B·A, or a quantised approximation): unloading
+# such a LoRA does not give back the pretrained model.
+_BASE_REWRITING_INITS = ("pissa", "olora", "corda", "loftq")
+
+
+def _check_lora_carries_over(lora_config, adapter_name: str) -> None:
+    """Refuse the LoRA features MoS cannot take over without changing the model; warn about those it drops.
+
+    MoS discards LoRA's weights and keeps its targets, alpha and dropout; what else a LoraConfig says either has
+    no MoS counterpart (an error naming the setting and the fix) or changes training in a way the user should
+    hear about (a warning)."""
+    where = f"LoRA adapter {adapter_name!r}"
+    init = lora_config.init_lora_weights
+    if isinstance(init, str) and init.startswith(_BASE_REWRITING_INITS):
+        raise ValueError(f"{where} was initialised with init_lora_weights={init!r}, which rewrites the base weights, "
+                         "so the model under it is no longer the pretrained one. Load LoRA with "
+                         "init_lora_weights=True before share_lora_chunkwisely (MoS initialises its own pools).")
+    if getattr(lora_config, "use_dora", False):
+        raise ValueError(f"{where} uses DoRA (use_dora=True); MoS has no magnitude vector to carry it. Load LoRA "
+                         "with use_dora=False before share_lora_chunkwisely.")
+    if getattr(lora_config, "lora_bias", False):
+        raise ValueError(f"{where} has lora_bias=True; MoS adapters have no bias. Load LoRA with lora_bias=False "
+                         "before share_lora_chunkwisely.")
+    dropped = []
+    if getattr(lora_config, "use_rslora", False):
+        dropped.append("use_rslora=True (MoS scales by lora_alpha/r, the paper's, not rsLoRA's lora_alpha/sqrt(r))")
+    if lora_config.rank_pattern or lora_config.alpha_pattern:
+        dropped.append("rank_pattern/alpha_pattern (MoS uses one r and one lora_alpha for every layer)")
+    if lora_config.bias != "none":
+        dropped.append(f"bias={lora_config.bias!r} (MoS trains no biases; they stay frozen)")
+    if dropped:
+        warnings.warn(f"share_lora_chunkwisely: {where}'s " + "; ".join(dropped) + " does not carry over to MoS.",
+                      stacklevel=3)
+
+
 def _comparable(value):
     return sorted(value) if isinstance(value, (set, list, tuple)) else value
 
@@ -70,7 +105,9 @@ def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
     ``chunk_config`` is a ``MoSConfig`` or any object with ``lora_r`` (or ``r``), ``valid_param_lora_r``,
     ``valid_param_private_r`` and ``num_chunk_per_vec``; LoRA's targets, alpha and dropout are kept. The LoRA
     weights are discarded (MoS initialises its own pools, as the original does). Returns the MoS ``PeftModel``;
-    use the return value, the LoRA wrapper is unloaded.
+    use the return value, the LoRA wrapper is unloaded. A LoRA that rewrote the base weights (PiSSA, OLoRA, CorDA,
+    LoftQ), DoRA and ``lora_bias`` are refused with a ``ValueError``; rsLoRA scaling, rank/alpha patterns and
+    trainable biases are dropped with a warning.
     """
     import peft
 
@@ -79,6 +116,7 @@ def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
     lora_config = model.peft_config[adapter_name]
     if not isinstance(lora_config, peft.LoraConfig):
         raise TypeError(f"Adapter {adapter_name!r} is a {type(lora_config).__name__}, not a LoraConfig.")
+    _check_lora_carries_over(lora_config, adapter_name)
     cfg = mos_config_from(chunk_config, lora_config)
     lora_layers = {name: m for name, m in model.base_model.model.named_modules()
                    if isinstance(m, peft.tuners.lora.LoraLayer) and adapter_name in m.lora_A}

@@ -115,6 +115,29 @@ def test_share_lora_chunkwisely_warns_about_what_it_drops(setting, message):
     assert biases and not any(p.requires_grad for p in biases)
 
 
+@pytest.mark.parametrize("method", ["mos", "tied_lora", "prolora"])
+@pytest.mark.parametrize("target", ["embed_tokens", "conv"])
+def test_a_target_that_is_not_linear_is_refused_before_anything_changes(method, target):
+    """PEFT reports in/out sizes for embeddings and convolutions too; our layers compute x Aᵀ Bᵀ, so such a target
+    must be refused by name (not crash at the first forward), and the model must be left as it was."""
+    model = build_tiny_model("llama")
+    model.model.conv = torch.nn.Conv1d(4, 4, 1)  # a convolution for the target to match
+    before = [type(m) for m in model.modules()]
+    config = adapter_config(method, r=2, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2,
+                            target_modules=["q_proj", target])
+    with pytest.raises(ValueError, match=rf"adapts linear layers only .*'model\.{target}' \(\w+\) is not one"):
+        peft.get_peft_model(model, config)
+    assert [type(m) for m in model.modules()] == before
+
+
+def test_share_lora_chunkwisely_refuses_lora_on_an_embedding_and_keeps_the_lora():
+    lora = peft.get_peft_model(build_tiny_model("llama"), peft.LoraConfig(r=4, target_modules=["embed_tokens",
+                                                                                               "q_proj"]))
+    with pytest.raises(ValueError, match=r"MoS adapts linear layers only .*'model\.embed_tokens' \(Embedding\)"):
+        share_lora_chunkwisely(lora, dict(lora_r=2, valid_param_lora_r=2, valid_param_private_r=1, num_chunk_per_vec=2))
+    assert isinstance(lora.base_model.model.model.embed_tokens, peft.tuners.lora.LoraLayer)
+
+
 def test_prolora_checks_every_module_before_converting_any():
     # tiny mistral: hidden 48, intermediate 96, k/v output 12. m = n = 8 divides every size but k/v's output, and
     # k_proj comes after q_proj: a per-module check during injection would leave q_proj converted.

@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from peft.tuners.tuners_utils import (
     BaseTuner,
-    BaseTunerLayer,
-    _ExcludedModule,
     _get_in_out_features,
-    _maybe_include_all_linear_layers,
 )
 from torch import nn
 
@@ -39,7 +36,7 @@ from open_instruct.lowrank.layer import FactorLinear, layer_kwargs
 from open_instruct.lowrank.peft_type import ensure_peft_type
 from open_instruct.lowrank.pool import lora_a_bound
 from open_instruct.lowrank.serving import mixed_batch_hooks
-from open_instruct.lowrank.tuner import seeded_generator
+from open_instruct.lowrank.tuner import check_targets_linear, seeded_generator
 
 PROLORA_PEFT_TYPE = ensure_peft_type("PROLORA")
 
@@ -202,18 +199,9 @@ class ProLoRAModel(BaseTuner):
         """Check every target against m and n first, so that a module that does not fit leaves the model as it was
         (instead of half converted); then draw every layer's initial parts from one generator seeded with
         ``config.seed`` (recorded in the config when it was None)."""
-        config = self._prepare_adapter_config(self.peft_config[adapter_name], self.get_model_config(model))
-        config = _maybe_include_all_linear_layers(config, model)
-        for key, module in model.named_modules():
-            if not key or key.endswith(".base_layer"):
-                continue
-            match = self._check_target_module_exists(config, key)
-            if not match or isinstance(match, _ExcludedModule):
-                continue
-            base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-            in_features, out_features = _get_in_out_features(base)
-            if in_features is not None and out_features is not None:
-                config.validate_for_module(key, in_features, out_features)
+        config = self.peft_config[adapter_name]
+        for key, base in check_targets_linear(self, config, model, "PRoLoRA").items():
+            config.validate_for_module(key, *_get_in_out_features(base))
         self._init_generator = seeded_generator(config)
         super().inject_adapter(model, adapter_name, **kwargs)
 

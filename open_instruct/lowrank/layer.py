@@ -34,6 +34,17 @@ def weight_dtype(layer: nn.Module):
     return None
 
 
+# Modules PEFT reports in/out sizes for but that are not y = x Wᵀ: an adapter of ours around them would be wrong.
+_NOT_LINEAR = (nn.Embedding, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+
+
+def check_linear_like(base: nn.Module, key: str, method: str) -> None:
+    """``ValueError`` naming the module unless ``base`` is linear-like (nn.Linear, Conv1D, a quantised linear)."""
+    if isinstance(base, _NOT_LINEAR) or None in _get_in_out_features(base):
+        raise ValueError(f"{method} adapts linear layers only (nn.Linear, Conv1D, bitsandbytes 4/8-bit); {key!r} "
+                         f"({type(base).__name__}) is not one. Remove it from target_modules (or list it in exclude_modules).")
+
+
 class FactorLinear(FactorServing, nn.Module, BaseTunerLayer):
     """Base of the adapter layers of every method here, around a linear-like base layer (nn.Linear, Conv1D,
     bitsandbytes 4/8-bit).
@@ -59,12 +70,8 @@ class FactorLinear(FactorServing, nn.Module, BaseTunerLayer):
         self.merged_adapters: list[str] = []
         self.fan_in_fan_out = fan_in_fan_out
         self.is_target_conv_1d_layer = is_target_conv_1d_layer
+        check_linear_like(self.get_base_layer(), type(self.get_base_layer()).__name__, self.method_name)
         in_features, out_features = _get_in_out_features(self.get_base_layer())
-        if in_features is None or out_features is None:
-            raise ValueError(
-                f"{self.method_name} cannot adapt {type(self.get_base_layer()).__name__}: its input/output sizes are "
-                "unknown. Target linear-like modules (nn.Linear, Conv1D, bitsandbytes Linear4bit/Linear8bitLt)."
-            )
         self.in_features, self.out_features = in_features, out_features
         self.kwargs = kwargs
 

@@ -13,12 +13,12 @@ import re
 from contextlib import contextmanager
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, _ExcludedModule, _maybe_include_all_linear_layers
 from torch import nn
 
 from .config import default_all_linear
 from .grouping import group_same_shape
-from .layer import FactorLinear, layer_kwargs
+from .layer import FactorLinear, check_linear_like, layer_kwargs
 from .serving import mixed_batch_hooks
 
 POOLS_ATTR = "shared_pools"
@@ -33,6 +33,29 @@ def seeded_generator(config) -> torch.Generator:
     if config.seed is None:
         config.seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     return torch.Generator().manual_seed(config.seed)
+
+
+def targeted_modules(tuner: BaseTuner, config, model: nn.Module) -> dict[str, nn.Module]:
+    """``{key: base layer}`` of every module ``config`` targets in ``model``, found as PEFT's injection will find
+    them, so that a tuner can check them all before it replaces any (a bad target leaves the model as it was)."""
+    config = _maybe_include_all_linear_layers(tuner._prepare_adapter_config(config, tuner.get_model_config(model)),
+                                              model)
+    found = {}
+    for key, module in model.named_modules():
+        if not key or key.endswith(".base_layer"):
+            continue
+        match = tuner._check_target_module_exists(config, key)
+        if match and not isinstance(match, _ExcludedModule):
+            found[key] = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+    return found
+
+
+def check_targets_linear(tuner: BaseTuner, config, model: nn.Module, method: str) -> dict[str, nn.Module]:
+    """``targeted_modules``, after checking that each is linear-like (``ValueError`` naming the first that is not)."""
+    targets = targeted_modules(tuner, config, model)
+    for key, base in targets.items():
+        check_linear_like(base, key, method)
+    return targets
 
 
 class SharedPoolTuner(BaseTuner):
@@ -69,6 +92,7 @@ class SharedPoolTuner(BaseTuner):
     def inject_adapter(self, model, adapter_name, autocast_adapter_dtype=True, low_cpu_mem_usage=False,
                        state_dict=None) -> None:
         self._pre_injection_hook(model, self.peft_config[adapter_name], adapter_name)
+        check_targets_linear(self, self.peft_config[adapter_name], model, self.method_label)
         super().inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
                                low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+from open_instruct.lowrank.layer import check_linear_like
+
 from .config import MoSConfig
 from .model import plan_pools
 
@@ -119,7 +121,9 @@ def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
     _check_lora_carries_over(lora_config, adapter_name)
     cfg = mos_config_from(chunk_config, lora_config)
     lora_layers = {name: m for name, m in model.base_model.model.named_modules()
-                   if isinstance(m, peft.tuners.lora.LoraLayer) and adapter_name in m.lora_A}
+                   if isinstance(m, peft.tuners.lora.LoraLayer) and adapter_name in m.r}
+    for name, m in lora_layers.items():  # LoRA also adapts embeddings and convolutions; MoS does not
+        check_linear_like(m.get_base_layer(), name, "MoS")
     plan_pools(cfg, {name: (m.in_features, m.out_features) for name, m in lora_layers.items()})  # before unloading
     base = model.base_model.unload()
     mos_model = peft.get_peft_model(base, cfg, adapter_name=adapter_name)

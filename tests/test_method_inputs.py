@@ -138,6 +138,16 @@ def test_share_lora_chunkwisely_refuses_lora_on_an_embedding_and_keeps_the_lora(
     assert isinstance(lora.base_model.model.model.embed_tokens, peft.tuners.lora.LoraLayer)
 
 
+def test_share_lora_chunkwisely_converts_the_active_adapter_whatever_its_name():
+    lora = peft.get_peft_model(build_tiny_model("llama"), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+                               adapter_name="task")
+    with pytest.raises(ValueError, match=r"has no adapter 'default'; it has \['task'\]\. Pass adapter_name="):
+        share_lora_chunkwisely(lora, CHUNK, adapter_name="default")
+    model = share_lora_chunkwisely(lora, CHUNK)
+    assert list(model.peft_config) == ["task"] and model.active_adapter == "task"
+    assert model.peft_config["task"].peft_type == "MOS" and model.get_nb_trainable_parameters()[0] > 0
+
+
 def test_prolora_checks_every_module_before_converting_any():
     # tiny mistral: hidden 48, intermediate 96, k/v output 12. m = n = 8 divides every size but k/v's output, and
     # k_proj comes after q_proj: a per-module check during injection would leave q_proj converted.

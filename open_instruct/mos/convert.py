@@ -101,13 +101,14 @@ def mos_config_from(chunk_config, lora_config=None) -> MoSConfig:
     return MoSConfig(r=int(r), **kw)
 
 
-def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
+def share_lora_chunkwisely(model, chunk_config, adapter_name: str | None = None):
     """Turn a PEFT LoRA model into a MoS model (the paper's one-liner, right after LoRA is loaded).
 
     ``chunk_config`` is a ``MoSConfig`` or any object with ``lora_r`` (or ``r``), ``valid_param_lora_r``,
     ``valid_param_private_r`` and ``num_chunk_per_vec``; LoRA's targets, alpha and dropout are kept. The LoRA
     weights are discarded (MoS initialises its own pools, as the original does). Returns the MoS ``PeftModel``;
-    use the return value, the LoRA wrapper is unloaded. A LoRA that rewrote the base weights (PiSSA, OLoRA, CorDA,
+    use the return value, the LoRA wrapper is unloaded. ``adapter_name`` (default: the active adapter) picks the
+    LoRA adapter to convert; the MoS adapter takes its name. A LoRA that rewrote the base weights (PiSSA, OLoRA, CorDA,
     LoftQ), DoRA and ``lora_bias`` are refused with a ``ValueError``; rsLoRA scaling, rank/alpha patterns and
     trainable biases are dropped with a warning.
     """
@@ -115,6 +116,11 @@ def share_lora_chunkwisely(model, chunk_config, adapter_name: str = "default"):
 
     if not isinstance(model, peft.PeftModel):
         raise TypeError(f"share_lora_chunkwisely expects a peft.PeftModel with LoRA loaded, got {type(model).__name__}.")
+    if adapter_name is None:  # the adapter LoRA was loaded as (PEFT's "default" unless named otherwise)
+        adapter_name = model.active_adapter
+    if adapter_name not in model.peft_config:
+        raise ValueError(f"share_lora_chunkwisely: the model has no adapter {adapter_name!r}; it has "
+                         f"{sorted(model.peft_config)}. Pass adapter_name= one of them.")
     lora_config = model.peft_config[adapter_name]
     if not isinstance(lora_config, peft.LoraConfig):
         raise TypeError(f"Adapter {adapter_name!r} is a {type(lora_config).__name__}, not a LoraConfig.")

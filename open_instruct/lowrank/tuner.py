@@ -35,9 +35,10 @@ def seeded_generator(config) -> torch.Generator:
     return torch.Generator().manual_seed(config.seed)
 
 
-def targeted_modules(tuner: BaseTuner, config, model: nn.Module) -> dict[str, nn.Module]:
+def check_targets_linear(tuner: BaseTuner, config, model: nn.Module, method: str) -> dict[str, nn.Module]:
     """``{key: base layer}`` of every module ``config`` targets in ``model``, found as PEFT's injection will find
-    them, so that a tuner can check them all before it replaces any (a bad target leaves the model as it was)."""
+    them, after checking that each is linear-like (``ValueError`` naming the first that is not): a tuner calls it
+    before it replaces any module, so that a bad target leaves the model as it was."""
     config = _maybe_include_all_linear_layers(tuner._prepare_adapter_config(config, tuner.get_model_config(model)),
                                               model)
     found = {}
@@ -47,15 +48,8 @@ def targeted_modules(tuner: BaseTuner, config, model: nn.Module) -> dict[str, nn
         match = tuner._check_target_module_exists(config, key)
         if match and not isinstance(match, _ExcludedModule):
             found[key] = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+            check_linear_like(found[key], key, method)
     return found
-
-
-def check_targets_linear(tuner: BaseTuner, config, model: nn.Module, method: str) -> dict[str, nn.Module]:
-    """``targeted_modules``, after checking that each is linear-like (``ValueError`` naming the first that is not)."""
-    targets = targeted_modules(tuner, config, model)
-    for key, base in targets.items():
-        check_linear_like(base, key, method)
-    return targets
 
 
 class SharedPoolTuner(BaseTuner):

@@ -97,6 +97,23 @@ def extract_gguf(source: Path, dest: Path) -> Path:
     return target
 
 
+def ensure_loaded(model, what: str) -> None:
+    """Make sure every weight of a freshly loaded model holds data, re-tying a tied output head if needed.
+
+    A GGUF of a model with tied embeddings has no ``output.weight``; transformers builds the model on the meta
+    device and ties ``lm_head`` to the embedding afterwards. A loader that skips that step leaves ``lm_head``
+    on the meta device (seen once on a clean CI machine), and the conversion then fails deep inside
+    ``load_state_dict``. Re-tying from the config is idempotent; anything still without data is named.
+    """
+    if getattr(model.config.get_text_config(), "tie_word_embeddings", False):
+        model.tie_weights()
+    empty = [name for name, tensor in model.state_dict().items() if tensor.is_meta]
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise FetchError(f"loading {what} left {len(empty)} weight(s) without data ({shown}); the GGUF is "
+                         f"incomplete or this transformers version cannot read it (pinned: see requirements.txt)")
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None:
     """Dequantize a Llama GGUF and save a plain Hugging Face checkpoint (model, tokenizer, generation config).
 
@@ -112,6 +129,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> None
     config = gguf_model.config
     if config.model_type != "llama":
         raise FetchError(f"expected a llama GGUF, got model_type={config.model_type!r}")
+    ensure_loaded(gguf_model, what=gguf_path.name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.architectures = ["LlamaForCausalLM"]

@@ -107,3 +107,33 @@ def test_hub_download_failure_is_clear(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(models.DownloadError, match="fetch-smollm2"):
         models.download_from_hub("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path / "hub")
+
+
+def _tiny_llama(tied: bool):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+    return LlamaForCausalLM(config)
+
+
+def test_ensure_loaded_reties_a_tied_head_left_on_meta():
+    """The failure a clean CI machine once hit: a tied lm_head left on the meta device by the GGUF loader."""
+    import torch
+
+    model = _tiny_llama(tied=True)
+    model.lm_head.weight = torch.nn.Parameter(torch.empty(64, 16, device="meta"))
+    assert model.lm_head.weight.is_meta
+    models.ensure_loaded(model, what="x.gguf")
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert model(torch.tensor([[1, 2, 3]])).logits.isfinite().all()
+
+
+def test_ensure_loaded_names_weights_without_data():
+    import torch
+
+    model = _tiny_llama(tied=False)  # an untied head cannot be repaired: it must be named, not guessed
+    model.lm_head.weight = torch.nn.Parameter(torch.empty(64, 16, device="meta"))
+    with pytest.raises(models.FetchError, match=r"x\.gguf left 1 weight\(s\) without data \(lm_head\.weight\)"):
+        models.ensure_loaded(model, what="x.gguf")
+    models.ensure_loaded(_tiny_llama(tied=False), what="x.gguf")  # a complete model passes untouched

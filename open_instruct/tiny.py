@@ -67,14 +67,13 @@ def build_tiny_model(arch: str = "llama", vocab_size: int | None = None, seed: i
 
     if arch not in TINY_ARCHS:
         raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {sorted(TINY_ARCHS)}")
-    kw = dict(TINY_ARCHS[arch])
+    kw = dict(TINY_ARCHS[arch], tie_word_embeddings=False)
     kw.update(overrides)
     if tokenizer is not None:
         vocab_size = vocab_size or len(tokenizer)
         kw.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
-    config = AutoConfig.for_model(arch, vocab_size=vocab_size or 384, max_position_embeddings=2048,
-                                  tie_word_embeddings=False, **kw)
+    config = AutoConfig.for_model(arch, vocab_size=vocab_size or 384, max_position_embeddings=2048, **kw)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.eval()

@@ -109,31 +109,32 @@ def test_hub_download_failure_is_clear(tmp_path, monkeypatch):
         models.download_from_hub("HuggingFaceTB/SmolLM2-135M-Instruct", tmp_path / "hub")
 
 
-def _tiny_llama(tied: bool):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def _meta_head(tied: bool):
+    """A tiny Llama whose output head was left on the meta device, as the GGUF loader once left it."""
+    import torch
 
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
-    return LlamaForCausalLM(config)
+    from open_instruct.tiny import build_tiny_model
+
+    model = build_tiny_model("llama", tie_word_embeddings=tied)
+    model.lm_head.weight = torch.nn.Parameter(torch.empty(model.lm_head.weight.shape, device="meta"))
+    assert model.lm_head.weight.is_meta
+    return model
 
 
 def test_ensure_loaded_reties_a_tied_head_left_on_meta():
     """The failure a clean CI machine once hit: a tied lm_head left on the meta device by the GGUF loader."""
     import torch
 
-    model = _tiny_llama(tied=True)
-    model.lm_head.weight = torch.nn.Parameter(torch.empty(64, 16, device="meta"))
-    assert model.lm_head.weight.is_meta
+    model = _meta_head(tied=True)
     models.ensure_loaded(model, what="x.gguf")
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert model(torch.tensor([[1, 2, 3]])).logits.isfinite().all()
 
 
 def test_ensure_loaded_names_weights_without_data():
-    import torch
+    from open_instruct.tiny import build_tiny_model
 
-    model = _tiny_llama(tied=False)  # an untied head cannot be repaired: it must be named, not guessed
-    model.lm_head.weight = torch.nn.Parameter(torch.empty(64, 16, device="meta"))
+    model = _meta_head(tied=False)  # an untied head cannot be repaired: it must be named, not guessed
     with pytest.raises(models.FetchError, match=r"x\.gguf left 1 weight\(s\) without data \(lm_head\.weight\)"):
         models.ensure_loaded(model, what="x.gguf")
-    models.ensure_loaded(_tiny_llama(tied=False), what="x.gguf")  # a complete model passes untouched
+    models.ensure_loaded(build_tiny_model("llama"), what="x.gguf")  # a complete model passes untouched

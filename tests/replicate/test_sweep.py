@@ -94,7 +94,8 @@ def test_a_pick_at_the_end_of_the_ladder_is_flagged_and_an_interior_one_is_not()
     losses = {lr: 1.6 - 0.1 * i for i, lr in enumerate(rungs)}  # still falling at the ladder's top
     top = _sweep_frame(losses)
     assert sweep_state("VeRA", top.to_dict("records")) == (LR_LADDER[-1], None)
-    assert f"| VeRA | {LR_LADDER[-1]} | {losses[LR_LADDER[-1]]:.4f} | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder" in lr_table(top)
+    row = f"| VeRA | {LR_LADDER[-1]} | {losses[LR_LADDER[-1]]:.4f} | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder"
+    assert row in lr_table(top)
     bottom = _sweep_frame({"1e-4": 1.2, "3e-4": 1.3, "1e-3": 1.5, "3e-3": 1.6})
     assert "| VeRA | 1e-4 | 1.2000 | 0.5000 | 0.5000 | 0.5000 | ✓ (end of the rate ladder" in lr_table(bottom)
     inside = _sweep_frame({"3e-4": 1.6, "1e-3": 1.4, "3e-3": 1.5})

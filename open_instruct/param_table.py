@@ -129,6 +129,11 @@ def load_model_config(spec: str):
                          "HF_HUB_OFFLINE to fetch its config.json.")
     from huggingface_hub import hf_hub_download
 
+    from open_instruct.run_dir import hub_problem
+
+    problem = hub_problem(spec, "--model")  # offline: one line now rather than after the hub client's retries
+    if problem:
+        raise ValueError(problem)
     try:
         config_file = hf_hub_download(spec, "config.json")  # the config only, never weights
     except Exception as err:  # noqa: BLE001 - network, gated repo, missing repo: all one line

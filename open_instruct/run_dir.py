@@ -15,12 +15,16 @@ whether a model / tokenizer path can be loaded at all, each answered before any 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import sys
+import threading
+import urllib.parse
 from pathlib import Path
 
 from open_instruct.errors import UserError, disk_full
@@ -259,9 +263,52 @@ def check_paths_and_numbers(model_args, data_args, mos_args, training_args) -> N
                          f"and {training_args.learning_rate}")
 
 
+@functools.cache
+def hub_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the model hub at ``endpoint`` cannot be reached (a TCP connection within ``timeout`` seconds, name
+    lookup included), or None when it answers. Asked once per process."""
+    parsed = urllib.parse.urlsplit(endpoint)
+    host, port = parsed.hostname or endpoint, parsed.port or (80 if parsed.scheme == "http" else 443)
+    answer: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(None)
+        except OSError as err:
+            answer.append(f"{host}: {err.strerror or err}")
+
+    probe = threading.Thread(target=connect, daemon=True)  # a stuck name lookup has no timeout of its own
+    probe.start()
+    probe.join(timeout + 1)
+    return answer[0] if answer else f"{host}: no answer in {timeout:g} s"
+
+
+def hub_problem(name: str, flag: str = "--model_name_or_path") -> str | None:
+    """One line when ``name`` is a hub id that cannot be had: the hub is on (no HF_HUB_OFFLINE), nothing of the
+    repository is in the local cache, no proxy is configured, and the hub does not answer. Said in ~3 s instead
+    of the hub client's retries (about half a minute per file) and a generic error."""
+    from huggingface_hub import constants
+
+    if looks_like_local_path(name) or constants.HF_HUB_OFFLINE:
+        return None
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                        "all_proxy")):
+        return None  # a direct connection says nothing about the proxied one
+    if (Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))).is_dir():
+        return None  # cached: the hub client falls back to the cache
+    reason = hub_unreachable(constants.ENDPOINT)
+    if reason is None:
+        return None
+    return (f"{flag} {name} is not a local directory, so it is read as a hub id, and the model hub cannot be reached "
+            f"({reason}). Download it where there is internet (hf download {name} --local-dir DIR) "
+            "and pass DIR, or point HF_HOME at a cache that holds it.")
+
+
 def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path", **kwargs):
-    """``load(name, *args, **kwargs)`` of a model or tokenizer (``what``); a local path that is not one, or files
-    that cannot be read (cut off, not a checkpoint), is a UsageError naming it instead of a library traceback."""
+    """``load(name, *args, **kwargs)`` of a model or tokenizer (``what``); a local path that is not one, a hub id
+    the hub cannot give, or files that cannot be read (cut off, not a checkpoint), is a UsageError naming it
+    instead of a library traceback."""
     from safetensors import SafetensorError
 
     if "tokenizer" in what:  # a tokenizer directory needs no config.json, only tokenizer files
@@ -270,6 +317,7 @@ def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path
                    else tokenizer_path_problem(str(name), flag))
     else:
         problem = model_path_problem(str(name), flag)
+    problem = problem or hub_problem(str(name), flag)
     if problem:
         raise UsageError(problem)
     try:
@@ -280,8 +328,9 @@ def load_checked(what: str, name, load, *args, flag: str = "--model_name_or_path
         if disk_full(err):
             raise
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
-        raise UsageError(f"cannot load the {what} {name}: {lines[-1][:300]}; copy the checkpoint again (config.json, "
-                         "weights, tokenizer files)") from None
+        fix = ("copy the checkpoint again (config.json, weights, tokenizer files)" if looks_like_local_path(str(name))
+               else "check the hub id, your access to it (HF_TOKEN for a gated model) and the connection")
+        raise UsageError(f"cannot load the {what} {name}: {lines[-1][:300]}; {fix}") from None
 
 
 def expected_failures(fn, what: str, *args, **kwargs):

@@ -9,6 +9,8 @@ whether a model / tokenizer path can be loaded at all, each answered before any 
   read as part of the new one; anything else in the directory is left alone.
 * :func:`model_path_problem` / :func:`tokenizer_path_problem` -- a local path that does not exist, is not a
   model, or holds no tokenizer, said in one line (instead of the hub client's "Repo id must be in the form").
+* :func:`hub_problem` -- a hub id while the hub cannot be reached (and nothing of it is cached), said in one
+  line within seconds (instead of the hub client's retries, about half a minute per file).
 * :func:`resolve_resume`, :func:`check_output_dir`, :func:`clear_output_dir` -- the trainer's use of the above:
   ``--resume_from_checkpoint auto``, the refusal of a completed run, ``--overwrite_output_dir``.
 """

@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from open_instruct.errors import UserError, disk_full
@@ -294,8 +295,8 @@ def hub_problem(name: str, flag: str = "--model_name_or_path") -> str | None:
 
     if looks_like_local_path(name) or constants.HF_HUB_OFFLINE:
         return None
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                        "all_proxy")):
+    proxies = urllib.request.getproxies()  # the *_proxy variables, either case (and the system's settings)
+    if any(proxies.get(scheme) for scheme in ("https", "http", "all")):
         return None  # a direct connection says nothing about the proxied one
     if (Path(constants.HF_HUB_CACHE) / ("models--" + name.replace("/", "--"))).is_dir():
         return None  # cached: the hub client falls back to the cache
